@@ -1,0 +1,95 @@
+"""falweb: a self-hosted Flask app and toolkit for fal-style model APIs."""
+
+import logging
+import os
+import secrets
+import sys
+
+from flask import Flask
+
+from falweb import config as settings
+
+__version__ = "0.1.0"
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _configure_logging(level):
+    # Logging before the app exists, as Flask's logging docs advise; stdout suits containers.
+    logger = logging.getLogger("falweb")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _secret_key(instance_path):
+    # One random key kept on disk, so every gunicorn worker signs sessions the same way.
+    path = os.path.join(instance_path, "secret_key")
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        key = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
+    except OSError:
+        return secrets.token_hex(32)
+
+
+def create_app(test_config=None):
+    """Create the falweb app: config, logging, extensions, blueprints, local runtime.
+
+    Config layers, lowest first: :data:`falweb.config.DEFAULTS`, ``instance/config.py``,
+    ``FALWEB_*`` / ``FAL_KEY*`` environment, ``test_config``.
+    """
+    test_config = dict(test_config or {})
+    env = settings.from_environ()
+    instance_path = (
+        test_config.get("FALWEB_INSTANCE_PATH") or env.get("FALWEB_INSTANCE_PATH") or None
+    )
+    app = Flask(
+        __name__,
+        instance_path=os.path.abspath(instance_path) if instance_path else None,
+        instance_relative_config=True,
+        template_folder=os.path.join(_HERE, "..", "templates"),
+        static_folder=os.path.join(_HERE, "..", "static"),
+    )
+    app.config.from_mapping(settings.DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.update(env)
+    app.config.update(test_config)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config["FALWEB_INSTANCE_PATH"] = app.instance_path
+    app.config["FALWEB_BACKEND"] = settings.backend_of(app.config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = app.config["FALWEB_SECRET_KEY"] or _secret_key(app.instance_path)
+    _configure_logging(app.config["FALWEB_LOG_LEVEL"])
+
+    from falweb import backend
+
+    backend.init_app(app)
+
+    from falweb import health
+
+    app.register_blueprint(health.bp)
+
+    for name in ("history", "proxy", "pages", "webhooks", "live"):
+        _init_optional(app, name)
+    return app
+
+
+def _init_optional(app, name):
+    # Parts are added issue by issue; each exposes init_app(app) once it exists.
+    import importlib
+
+    try:
+        module = importlib.import_module(f"falweb.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"falweb.{name}":
+            return
+        raise
+    module.init_app(app)

@@ -1,0 +1,76 @@
+"""Which backend the app talks to, and the embedded local runtime when it is local.
+
+``init_app`` mounts the local runtime at ``/local`` (Werkzeug ``DispatcherMiddleware``)
+when the backend is local and ``FALWEB_LOCAL_URL`` is not set. :func:`hosts` answers where
+fal's hosts are for the current app.
+"""
+
+from flask import current_app
+from flask import has_request_context
+from flask import request
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+from falweb.config import credentials_from
+from falweb.hosts import Hosts
+
+LOCAL_MOUNT = "/local"
+
+
+def init_app(app):
+    ext = {"local_app": None}
+    app.extensions["falweb"] = ext
+    if app.config["FALWEB_BACKEND"] != "local" or app.config["FALWEB_LOCAL_URL"]:
+        return
+    from falweb.local import create_local_app
+
+    local_app = create_local_app(
+        {
+            key: value
+            for key, value in app.config.items()
+            if key.startswith("FALWEB_LOCAL_") or key == "TESTING"
+        }
+        | {"FALWEB_INSTANCE_PATH": app.instance_path}
+    )
+    ext["local_app"] = local_app
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {LOCAL_MOUNT: local_app})
+
+
+def _self_url(environ):
+    # The address the server is bound to, not the Host header a caller can set.
+    host = environ.get("SERVER_NAME") or "127.0.0.1"
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = environ.get("SERVER_PORT") or "80"
+    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}:{port}"
+
+
+def local_base(app=None):
+    """Base URL of the local runtime, or None with the fal backend."""
+    app = app or current_app
+    if app.config["FALWEB_BACKEND"] != "local":
+        return None
+    if app.config["FALWEB_LOCAL_URL"]:
+        return app.config["FALWEB_LOCAL_URL"].rstrip("/")
+    if app.config.get("FALWEB_SELF_URL"):
+        return app.config["FALWEB_SELF_URL"].rstrip("/") + LOCAL_MOUNT
+    if has_request_context():
+        return _self_url(request.environ) + request.script_root + LOCAL_MOUNT
+    return "http://127.0.0.1:5000" + LOCAL_MOUNT
+
+
+def hosts(app=None):
+    """The :class:`~falweb.hosts.Hosts` map for the app's backend."""
+    return Hosts(local_base(app))
+
+
+def describe(app=None):
+    """A short, key-free description of the backend for pages and /healthz."""
+    app = app or current_app
+    name = app.config["FALWEB_BACKEND"]
+    info = {"backend": name, "credentials": bool(credentials_from(app.config))}
+    if name == "local":
+        info["local_url"] = app.config["FALWEB_LOCAL_URL"] or LOCAL_MOUNT
+        info["embedded"] = not app.config["FALWEB_LOCAL_URL"]
+    return info

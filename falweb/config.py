@@ -1,0 +1,89 @@
+"""Every falweb setting, with its default and what it means.
+
+Values come, lowest first, from these defaults, the instance folder's ``config.py``,
+``FALWEB_*`` environment variables (parsed to the default's type) and the ``test_config``
+given to :func:`falweb.create_app`. ``FAL_KEY`` / ``FAL_KEY_ID`` / ``FAL_KEY_SECRET`` are
+read under fal's own names. The README's configuration table mirrors this module.
+"""
+
+import json
+import os
+
+DEFAULTS = {
+    # "fal", "local", or "" to choose: fal when a key is configured, local otherwise.
+    "FALWEB_BACKEND": "",
+    # Base URL of a local runtime running elsewhere (e.g. http://gpu-box:8100); empty = embedded.
+    "FALWEB_LOCAL_URL": "",
+    # Seconds the preview engine spends on each inference step (one log line each).
+    "FALWEB_LOCAL_STEP_DELAY": 0.02,
+    # Worker threads per process that run queued jobs in the local runtime.
+    "FALWEB_LOCAL_WORKERS": 2,
+    # Seconds a worker's claim on a job lasts without a heartbeat before another may take it.
+    "FALWEB_LOCAL_LEASE_SECONDS": 30.0,
+    # Largest file the local runtime's storage accepts, in bytes (answers 413 above it).
+    "FALWEB_LOCAL_MAX_UPLOAD_BYTES": 1024 * 1024 * 1024,
+    # Largest input file the local runtime fetches from a public http(s) URL, in bytes.
+    "FALWEB_LOCAL_MAX_FETCH_BYTES": 20 * 1024 * 1024,
+    # Longest lifetime, in seconds, of a token issued by the local runtime's /tokens/.
+    "FALWEB_LOCAL_MAX_TOKEN_SECONDS": 3600,
+    # Folder for the SQLite queue, history, uploads and keys; default: Flask's instance folder.
+    "FALWEB_INSTANCE_PATH": "",
+    # Flask secret for sessions and CSRF; empty = a random one kept in the instance folder.
+    "FALWEB_SECRET_KEY": "",
+    # Seconds between status polls made by the pages and the client's subscribe().
+    "FALWEB_POLL_INTERVAL": 0.5,
+    # Timeout, in seconds, of every HTTP call falweb makes to its backend.
+    "FALWEB_HTTP_TIMEOUT": 60.0,
+    # Log level of falweb's loggers (stdout).
+    "FALWEB_LOG_LEVEL": "INFO",
+}
+
+# fal's own credential variables, kept under fal's names so existing set-ups work unchanged.
+CREDENTIAL_KEYS = ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")
+
+
+def _parse(raw, default):
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, (list, dict)):
+        return json.loads(raw)
+    return raw
+
+
+def from_environ(environ=None):
+    """Return the settings that the environment overrides, parsed to their defaults' types."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for key, default in DEFAULTS.items():
+        if key in environ:
+            try:
+                found[key] = _parse(environ[key], default)
+            except ValueError as exc:
+                raise ValueError(f"{key}: cannot parse {environ[key]!r} ({exc})") from None
+    for key in CREDENTIAL_KEYS:
+        if environ.get(key):
+            found[key] = environ[key]
+    return found
+
+
+def credentials_from(config):
+    """The fal credentials in ``config`` as sent after ``Key ``: FAL_KEY, else ID:SECRET, else None."""
+    if config.get("FAL_KEY"):
+        return config["FAL_KEY"]
+    if config.get("FAL_KEY_ID") and config.get("FAL_KEY_SECRET"):
+        return f"{config['FAL_KEY_ID']}:{config['FAL_KEY_SECRET']}"
+    return None
+
+
+def backend_of(config):
+    """``"fal"`` or ``"local"``: the configured backend, or fal exactly when a key is set."""
+    backend = (config.get("FALWEB_BACKEND") or "").strip().lower()
+    if backend in ("fal", "local"):
+        return backend
+    if backend:
+        raise ValueError(f"FALWEB_BACKEND must be 'fal', 'local' or empty, not {backend!r}")
+    return "fal" if credentials_from(config) else "local"

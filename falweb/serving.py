@@ -1,0 +1,33 @@
+"""Run a WSGI app on a loopback port in a background thread (tests, benches, the CLI)."""
+
+import threading
+
+from werkzeug.serving import make_server
+
+
+class ServerThread:
+    """A threaded Werkzeug server on ``host`` and a free port (``port=0``), already listening.
+
+    ``url`` is its base URL; ``shutdown()`` stops it and waits for the thread.
+    """
+
+    def __init__(self, app, host="127.0.0.1", port=0):
+        self.server = make_server(host, port, app, threaded=True)
+        self.host = host
+        self.port = self.server.server_port
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name=f"server-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def shutdown(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()

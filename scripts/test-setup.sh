@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the browser and Node tests need, when it can. Tests that still lack
+# their tool skip with a printed reason, so this script never fails the run by itself.
+set -u
+cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test-setup: installing Debian's chromium and chromium-driver"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+      >/tmp/falweb-apt.log 2>&1 || echo "test-setup: chromium install failed, see /tmp/falweb-apt.log"
+  else
+    echo "test-setup: chromium missing and not root; browser tests will skip"
+  fi
+fi
+
+if [ -f tests/js/package.json ]; then
+  if command -v npm >/dev/null 2>&1; then
+    if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
+      echo "test-setup: npm ci in tests/js"
+      (cd tests/js && npm ci --no-audit --no-fund --loglevel=error) || echo "test-setup: npm ci failed"
+      touch tests/js/node_modules 2>/dev/null || true
+    fi
+  else
+    echo "test-setup: npm missing; Node tests will skip"
+  fi
+fi
+exit 0

@@ -1,0 +1,66 @@
+"""Shared fixtures: the local runtime and the whole app, each on a real loopback port."""
+
+import pytest
+
+from falweb import create_app
+from falweb.serving import ServerThread
+
+# Keys a test uses to prove the key never leaks; nothing real.
+TEST_FAL_KEY = "test-key-id:test-key-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def local_config(tmp_path):
+    """Config of a fast local runtime in a fresh instance folder."""
+    return {
+        "TESTING": True,
+        "FALWEB_INSTANCE_PATH": str(tmp_path / "local"),
+        "FALWEB_LOCAL_STEP_DELAY": 0.0,
+        "FALWEB_LOCAL_WORKERS": 2,
+    }
+
+
+@pytest.fixture
+def local_runtime(local_config):
+    """The local runtime alone on 127.0.0.1:<free port>; ``.url`` is its base URL."""
+    from falweb.local import create_local_app
+
+    app = create_local_app(local_config)
+    server = ServerThread(app)
+    server.app = app
+    yield server
+    server.shutdown()
+    app.extensions["falweb_local"].close()
+
+
+@pytest.fixture
+def app(tmp_path):
+    """The falweb app on the embedded local runtime (no key), not listening."""
+    app = create_app(
+        {
+            "TESTING": True,
+            "FALWEB_INSTANCE_PATH": str(tmp_path / "instance"),
+            "FALWEB_BACKEND": "local",
+            "FALWEB_LOCAL_STEP_DELAY": 0.0,
+            "WTF_CSRF_ENABLED": False,
+        }
+    )
+    yield app
+    local_app = app.extensions["falweb"]["local_app"]
+    if local_app is not None:
+        local_app.extensions["falweb_local"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def live_server(app):
+    """The whole app (embedded runtime at /local) on a real port; ``.url`` is its base URL."""
+    server = ServerThread(app)
+    app.config["FALWEB_SELF_URL"] = server.url
+    server.app = app
+    yield server
+    server.shutdown()
