@@ -2,7 +2,15 @@
 
 import threading
 
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.serving import make_server
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """No access log line per request: tests and benches would drown in them."""
+
+    def log_request(self, *args, **kwargs):
+        pass
 
 
 class ServerThread:
@@ -11,8 +19,9 @@ class ServerThread:
     ``url`` is its base URL; ``shutdown()`` stops it and waits for the thread.
     """
 
-    def __init__(self, app, host="127.0.0.1", port=0):
-        self.server = make_server(host, port, app, threaded=True)
+    def __init__(self, app, host="127.0.0.1", port=0, quiet=True):
+        handler = QuietRequestHandler if quiet else None
+        self.server = make_server(host, port, app, threaded=True, request_handler=handler)
         self.host = host
         self.port = self.server.server_port
         self.url = f"http://{host}:{self.port}"

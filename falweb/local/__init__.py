@@ -1,0 +1,70 @@
+"""The embedded fal-compatible local runtime (DESIGN §3).
+
+``create_local_app(config)`` builds a separate Flask app, mounted at ``/local`` by
+:func:`falweb.create_app` in local mode, or run alone with ``falweb local``. Per service:
+state and rules (``queue``, ``storage``, ``tokens``, ``delivery``), an HTTP layer that only
+translates (``queue_api``, ``run_api``, ``storage_api``, ``tokens_api``), fal-shaped errors
+(``errors``), and engines that never see HTTP (``engines``).
+"""
+
+import os
+
+from flask import Flask
+from flask import jsonify
+from flask import request
+
+from falweb import config as settings
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "x-fal-request-id",
+}
+
+
+def create_local_app(config=None):
+    """The local runtime's WSGI app, its workers started. ``config``: FALWEB_LOCAL_* keys."""
+    from falweb.local import errors
+    from falweb.local import queue_api
+    from falweb.local import run_api
+    from falweb.local import storage_api
+    from falweb.local import tokens_api
+    from falweb.local.runtime import Runtime
+
+    app = Flask("falweb.local")
+    app.config.from_mapping({k: v for k, v in settings.DEFAULTS.items()
+                             if k.startswith("FALWEB_LOCAL_")})
+    app.config.update(config or {})
+    if not app.config.get("FALWEB_INSTANCE_PATH"):
+        app.config["FALWEB_INSTANCE_PATH"] = os.path.join(os.getcwd(), "instance")
+    # Large uploads stream through; the storage service enforces its own limit.
+    app.config["MAX_CONTENT_LENGTH"] = None
+    runtime = Runtime(app.config)
+    app.extensions["falweb_local"] = runtime
+    errors.init_app(app)
+    for bp in (queue_api.bp, run_api.bp, storage_api.rest_bp, storage_api.cdn_bp, tokens_api.bp):
+        app.register_blueprint(bp)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(runtime.state())
+
+    @app.before_request
+    def preflight():
+        # Browsers (fal's JS client in "client" mode) preflight their calls.
+        if request.method == "OPTIONS":
+            return "", 204, {
+                **CORS_HEADERS,
+                "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": "authorization, content-type, accept, "
+                + request.headers.get("Access-Control-Request-Headers", "x-fal-target-url"),
+                "Access-Control-Max-Age": "600",
+            }
+        return None
+
+    @app.after_request
+    def cors(response):
+        response.headers.update(CORS_HEADERS)
+        return response
+
+    runtime.start()
+    return app

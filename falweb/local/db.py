@@ -1,0 +1,121 @@
+"""SQLite for the local runtime: one connection per thread, WAL, shared by every process.
+
+Several gunicorn workers (and their worker threads) open the same file; WAL lets readers
+run beside the one writer, and ``busy_timeout`` makes a writer wait instead of failing.
+"""
+
+import sqlite3
+import threading
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL UNIQUE,
+    endpoint_id TEXT NOT NULL,
+    app_base TEXT NOT NULL,
+    input TEXT NOT NULL,
+    base_url TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'IN_QUEUE',
+    webhook_url TEXT,
+    headers TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    lease_owner TEXT,
+    lease_expires REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    result_status INTEGER,
+    error TEXT,
+    error_type TEXT,
+    metrics TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (status, priority, seq);
+CREATE INDEX IF NOT EXISTS jobs_app_waiting ON jobs (app_base, status, priority, seq);
+CREATE TABLE IF NOT EXISTS logs (
+    request_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    level TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    PRIMARY KEY (request_id, n)
+);
+CREATE TABLE IF NOT EXISTS files (
+    file_id TEXT PRIMARY KEY,
+    file_name TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER,
+    upload_id TEXT UNIQUE,
+    multipart INTEGER NOT NULL DEFAULT 0,
+    complete INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    request_id TEXT PRIMARY KEY,
+    webhook_url TEXT NOT NULL,
+    body BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    delivered_at REAL,
+    last_error TEXT
+);
+"""
+
+
+class Database:
+    """Per-thread connections to one SQLite file; ``transaction()`` takes the write lock."""
+
+    def __init__(self, path):
+        self.path = path
+        self._local = threading.local()
+        self._all = []
+        self._lock = threading.Lock()
+        # executescript commits on its own; no explicit transaction around it.
+        self.connect().executescript(SCHEMA)
+
+    def connect(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash; only an OS crash can lose the tail.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def transaction(self):
+        return _Transaction(self.connect())
+
+    def close(self):
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+
+class _Transaction:
+    # BEGIN IMMEDIATE takes the write lock up front, so read-then-write cannot race.
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+        return False

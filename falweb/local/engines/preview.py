@@ -1,0 +1,138 @@
+"""The preview engine: deterministic synthetic images drawn with Pillow.
+
+Same (prompt, seed, size, index, input image) → the same bytes, so tests and users can
+reproduce a result. It honours the size, ``num_images``, the format field, ``seed``,
+``sync_mode`` (data URIs) and the step count (one log line and one progress event a step,
+``step_delay`` seconds each). Every image carries a "SYNTHETIC PREVIEW" label: these are not
+model outputs. A prompt containing "nsfw" is flagged in ``has_nsfw_concepts`` so that
+interfaces can exercise their NSFW handling offline.
+"""
+
+import base64
+import colorsys
+import hashlib
+import io
+import random
+import secrets
+import textwrap
+import time
+
+from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
+from PIL import ImageOps
+
+from falweb.schemas import resolve_image_size
+
+LABEL = "SYNTHETIC PREVIEW · falweb local"
+
+
+def _rng(*parts):
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return random.Random(int.from_bytes(digest[:16], "big"))
+
+
+def _colour(rng):
+    r, g, b = colorsys.hsv_to_rgb(rng.random(), 0.45 + 0.4 * rng.random(), 0.55 + 0.4 * rng.random())
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def render(prompt, seed, width, height, index=0, init_image=None, strength=1.0):
+    """One synthetic RGB image for these inputs (deterministic)."""
+    rng = _rng(prompt, seed, width, height, index)
+    gradient = Image.linear_gradient("L").rotate(rng.uniform(0, 360)).resize((width, height))
+    image = ImageOps.colorize(gradient, _colour(rng), _colour(rng)).convert("RGB")
+    overlay = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    unit = min(width, height)
+    for _ in range(6 + rng.randrange(6)):
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        r = rng.uniform(0.05, 0.3) * unit
+        fill = (*_colour(rng), rng.randrange(60, 170))
+        if rng.random() < 0.5:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+        else:
+            draw.rectangle((x - r, y - r * 0.6, x + r, y + r * 0.6), fill=fill)
+    image = Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
+    if init_image is not None:
+        source = ImageOps.fit(init_image.convert("RGB"), (width, height))
+        # strength 0 keeps the input, 1 replaces it, as in image-to-image diffusion.
+        image = Image.blend(source, image, max(0.0, min(1.0, float(strength))))
+    _caption(image, prompt, unit)
+    return image
+
+
+def _caption(image, prompt, unit):
+    draw = ImageDraw.Draw(image, "RGBA")
+    size = max(10, unit // 28)
+    font = ImageFont.load_default(size=size)
+    width, height = image.size
+    lines = [LABEL] + textwrap.wrap(prompt, max(16, int(width / (size * 0.55))))[:3]
+    pad = size // 2
+    box_height = pad * 2 + len(lines) * (size + 4)
+    draw.rectangle((0, height - box_height, width, height), fill=(0, 0, 0, 150))
+    for i, line in enumerate(lines):
+        draw.text((pad, height - box_height + pad + i * (size + 4)), line,
+                  fill=(255, 255, 255, 235), font=font)
+
+
+def encode(image, fmt):
+    buffer = io.BytesIO()
+    if fmt == "png":
+        image.save(buffer, "PNG", optimize=False)
+        return buffer.getvalue(), "image/png"
+    image.save(buffer, "JPEG", quality=88)
+    return buffer.getvalue(), "image/jpeg"
+
+
+class PreviewEngine:
+    name = "preview"
+
+    def __init__(self, step_delay=0.0):
+        self.step_delay = float(step_delay)
+
+    def run(self, input, ctx):
+        endpoint = ctx.endpoint
+        prompt = input.get("prompt") or ""
+        width, height = resolve_image_size(input.get("image_size") or "square")
+        steps = int(input.get("num_inference_steps") or 1)
+        count = int(input.get("num_images") or 1)
+        seed = input.get("seed")
+        if seed is None:
+            seed = secrets.randbits(64)  # fal's seeds are uint64
+        fmt = input.get(endpoint.format_field) or "jpeg"
+        init = None
+        if "image_url" in ctx.files:
+            init = Image.open(io.BytesIO(ctx.files["image_url"]))
+            init.load()
+        ctx.log(f"Preview engine: synthetic images for {endpoint.endpoint_id} "
+                f"({width}x{height}, {count} image(s), {steps} steps)")
+        started = time.perf_counter()
+        for step in range(1, steps + 1):
+            if self.step_delay:
+                time.sleep(self.step_delay)
+            ctx.progress(step, steps)
+        images = []
+        for index in range(count):
+            image = render(prompt, seed, width, height, index, init,
+                           input.get("strength", 1.0))
+            data, content_type = encode(image, fmt)
+            ext = "png" if fmt == "png" else "jpeg"
+            if input.get("sync_mode"):
+                url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+            else:
+                url = ctx.save(data, content_type, f"preview-{index}.{ext}")
+            images.append({"url": url, "width": width, "height": height,
+                           "content_type": content_type, "file_name": f"preview-{index}.{ext}",
+                           "file_size": len(data)})
+        inference = time.perf_counter() - started
+        nsfw = "nsfw" in prompt.lower()
+        output = {
+            "images": images,
+            "timings": {"inference": inference},
+            "seed": seed,
+            "has_nsfw_concepts": [nsfw] * count,
+            "prompt": prompt,
+        }
+        declared = set(endpoint.output_schema().fields)
+        return {key: value for key, value in output.items() if key in declared}

@@ -1,0 +1,96 @@
+"""Helpers the runtime's HTTP layer shares: endpoint ids, JSON bodies, validation, URLs."""
+
+import json
+
+from flask import current_app
+from flask import request
+from marshmallow import ValidationError
+
+from falweb.local import errors
+
+NAMESPACES = ("workflows", "comfy")
+
+
+def runtime():
+    return current_app.extensions["falweb_local"]
+
+
+def app_base(endpoint_id):
+    """``owner/alias`` (``ns/owner/alias``): the part of an id that status/result URLs use."""
+    parts = endpoint_id.strip("/").split("/")
+    size = 3 if parts[0] in NAMESPACES else 2
+    return "/".join(parts[:size])
+
+
+def app_alias(endpoint_id):
+    parts = endpoint_id.strip("/").split("/")
+    return parts[2 if parts[0] in NAMESPACES else 1] if len(parts) > 1 else parts[0]
+
+
+def base_url():
+    """This runtime's external base URL, as the caller reached it (no trailing slash)."""
+    return request.url_root.rstrip("/")
+
+
+def find_endpoint(endpoint_id):
+    from falweb.schemas import get_endpoint
+
+    endpoint = get_endpoint(endpoint_id)
+    if endpoint is None:
+        raise errors.detail(404, f"Application '{endpoint_id.strip('/')}' not found")
+    return endpoint
+
+
+def json_body(allow_empty=True):
+    """The request body as JSON (empty → ``{}``); 422 in fal's shape when it is not JSON."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise errors.body_error("field required", "value_error.missing")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.body_error("Expecting a JSON body", "value_error.jsondecode") from None
+
+
+def validated_input(endpoint, data):
+    """The endpoint's full input (defaults filled) or a 422 naming each bad field."""
+    from falweb.schemas import fal_detail
+    from falweb.schemas import load_input
+
+    if not isinstance(data, dict):
+        raise errors.body_error("Input must be a JSON object", "type_error.dict")
+    try:
+        return load_input(endpoint, data)
+    except ValidationError as exc:
+        raise errors.validation(fal_detail(exc.messages)) from None
+
+
+def check_input_files(endpoint, input):
+    """Reject unreadable data URIs and unknown uploaded files before queueing (422)."""
+    from falweb.local.inputs import InputFileError
+
+    try:
+        runtime().input_files(endpoint, input, base_url(), allow_fetch=False)
+    except InputFileError as exc:
+        field, reason = exc.args
+        raise errors.validation([{"loc": ["body", field], "msg": reason,
+                                  "type": "value_error"}]) from None
+
+
+def wants_logs():
+    return request.args.get("logs", "0").strip().lower() in ("1", "true", "yes")
+
+
+def verify_token(endpoint_id):
+    """Check ``?fal_jwt_token=`` when present (streams, realtime); 401 if it is bad."""
+    from falweb.local.tokens import TokenError
+
+    token = request.args.get("fal_jwt_token")
+    if token is None:
+        return
+    try:
+        runtime().tokens.verify(token, app_alias(endpoint_id))
+    except TokenError as exc:
+        raise errors.detail(401, str(exc)) from None

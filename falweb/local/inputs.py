@@ -1,0 +1,111 @@
+"""File inputs: the runtime's own storage URLs, Base64 data URIs, or public http(s) URLs.
+
+Public URLs are fetched with a size limit and a timeout, never from loopback, private,
+link-local or other non-global addresses (checked for every address the name resolves to,
+and again on each redirect hop).
+"""
+
+import base64
+import binascii
+import ipaddress
+import re
+import socket
+from urllib.parse import unquote
+from urllib.parse import urlsplit
+
+import requests
+
+from falweb.local.storage import NotFound
+
+FETCH_TIMEOUT = (5, 15)
+MAX_REDIRECTS = 3
+_DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*)(;base64)?,(.*)$",
+                       re.DOTALL)
+_OWN_FILE = re.compile(r"/cdn/files/([A-Za-z0-9]+)/[^/]+$")
+
+
+class InputFileError(Exception):
+    """A file input that cannot be read; the message says why."""
+
+
+def decode_data_uri(value, limit):
+    match = _DATA_URI.match(value)
+    if not match:
+        raise InputFileError("Invalid data URI")
+    payload = match.group(4)
+    if match.group(3):
+        if len(payload) * 3 // 4 > limit:
+            raise InputFileError(f"Data URI larger than {limit} bytes")
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise InputFileError("Data URI is not valid Base64") from None
+    data = unquote(payload).encode()
+    if len(data) > limit:
+        raise InputFileError(f"Data URI larger than {limit} bytes")
+    return data
+
+
+def _check_public(host):
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        raise InputFileError(f"Cannot resolve host {host!r}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global:
+            raise InputFileError("URL points to a private or local address; only public "
+                                 "URLs, data URIs or uploaded files are accepted")
+
+
+def fetch_public(url, limit, session=None):
+    session = session or requests
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InputFileError("Only http(s) URLs are accepted")
+        _check_public(parts.hostname)
+        try:
+            answer = session.get(url, stream=True, timeout=FETCH_TIMEOUT, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise InputFileError(f"Could not fetch the URL ({type(exc).__name__})") from None
+        with answer:
+            if answer.is_redirect and answer.headers.get("location"):
+                url = requests.compat.urljoin(url, answer.headers["location"])
+                continue
+            if answer.status_code != 200:
+                raise InputFileError(f"Fetching the URL answered HTTP {answer.status_code}")
+            data = bytearray()
+            for chunk in answer.iter_content(64 * 1024):
+                data += chunk
+                if len(data) > limit:
+                    raise InputFileError(f"File at the URL is larger than {limit} bytes")
+            return bytes(data)
+    raise InputFileError("Too many redirects")
+
+
+def own_file_id(url, base_url):
+    """The storage file id if ``url`` is one of this runtime's file URLs, else None."""
+    if not url.startswith(base_url.rstrip("/") + "/cdn/files/"):
+        return None
+    match = _OWN_FILE.search(urlsplit(url).path)
+    return match.group(1) if match else None
+
+
+def read_input_file(value, *, storage, base_url, limit, allow_fetch=True):
+    """The bytes behind a file input value; :class:`InputFileError` with a reason otherwise."""
+    if not isinstance(value, str):
+        raise InputFileError("Expected a URL or data URI")
+    if value.startswith("data:"):
+        return decode_data_uri(value, limit)
+    file_id = own_file_id(value, base_url)
+    if file_id is not None:
+        try:
+            path, _, _, _ = storage.get(file_id)
+        except NotFound:
+            raise InputFileError("No such uploaded file") from None
+        with open(path, "rb") as f:
+            return f.read()
+    if not allow_fetch:
+        return None
+    return fetch_public(value, limit)

@@ -1,0 +1,232 @@
+"""The queue's state and rules: submit, status, claim with a lease, progress, complete, cancel.
+
+States are fal's three: IN_QUEUE → IN_PROGRESS → COMPLETED. A failed or cancelled job is
+COMPLETED with ``error``/``error_type``, and its result answers with the error, as fal does.
+A worker claims a job with a lease it renews at every step; a job whose lease ran out (its
+worker died) goes to the next worker. Completing checks the lease, so a job completes once.
+"""
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timezone
+
+IN_QUEUE = "IN_QUEUE"
+IN_PROGRESS = "IN_PROGRESS"
+COMPLETED = "COMPLETED"
+
+PRIORITIES = {"normal": 0, "low": 1}
+
+CANCELLED_ERROR = "Request was cancelled"
+CANCELLED_ERROR_TYPE = "request_cancelled"
+
+
+def iso_now():
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Job:
+    request_id: str
+    endpoint_id: str
+    app_base: str
+    input: dict
+    base_url: str
+    status: str
+    priority: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    cancel_requested: bool
+    attempts: int
+    webhook_url: str | None
+    headers: dict
+    result: dict | None
+    result_status: int | None
+    error: str | None
+    error_type: str | None
+    metrics: dict | None
+    seq: int
+
+    @classmethod
+    def from_row(cls, row):
+        return cls(
+            request_id=row["request_id"],
+            endpoint_id=row["endpoint_id"],
+            app_base=row["app_base"],
+            input=json.loads(row["input"]),
+            base_url=row["base_url"],
+            status=row["status"],
+            priority=row["priority"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            cancel_requested=bool(row["cancel_requested"]),
+            attempts=row["attempts"],
+            webhook_url=row["webhook_url"],
+            headers=json.loads(row["headers"]),
+            result=json.loads(row["result"]) if row["result"] is not None else None,
+            result_status=row["result_status"],
+            error=row["error"],
+            error_type=row["error_type"],
+            metrics=json.loads(row["metrics"]) if row["metrics"] else None,
+            seq=row["seq"],
+        )
+
+
+class JobQueue:
+    """Durable jobs in SQLite. Every method is one short transaction."""
+
+    def __init__(self, db, lease_seconds=30.0):
+        self.db = db
+        self.lease_seconds = lease_seconds
+
+    # -- callers' side --------------------------------------------------------------------
+
+    def submit(self, endpoint_id, app_base, input, base_url, *, priority="normal",
+               webhook_url=None, headers=None):
+        """Store a new job (committed before this returns) and give back its Job."""
+        request_id = str(uuid.uuid4())
+        now = time.time()
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO jobs (request_id, endpoint_id, app_base, input, base_url, priority,"
+                " webhook_url, headers, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (request_id, endpoint_id, app_base, json.dumps(input), base_url,
+                 PRIORITIES.get(priority, 0), webhook_url, json.dumps(headers or {}), now),
+            )
+        return self.get(request_id)
+
+    def get(self, request_id):
+        row = self.db.connect().execute(
+            "SELECT * FROM jobs WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        return Job.from_row(row) if row else None
+
+    def queue_position(self, job):
+        """Requests ahead of ``job`` in its endpoint's queue (0 = next), as fal counts them."""
+        row = self.db.connect().execute(
+            "SELECT COUNT(*) FROM jobs WHERE app_base = ? AND status = ? AND"
+            " (priority < ? OR (priority = ? AND seq < ?))",
+            (job.app_base, IN_QUEUE, job.priority, job.priority, job.seq),
+        ).fetchone()
+        return row[0]
+
+    def logs(self, request_id, since=0):
+        rows = self.db.connect().execute(
+            "SELECT n, message, level, timestamp FROM logs WHERE request_id = ? AND n >= ?"
+            " ORDER BY n",
+            (request_id, since),
+        ).fetchall()
+        return [
+            {"message": r["message"], "level": r["level"], "source": "USER",
+             "timestamp": r["timestamp"]}
+            for r in rows
+        ]
+
+    def cancel(self, request_id):
+        """``"CANCELLATION_REQUESTED"``, ``"ALREADY_COMPLETED"`` or ``"NOT_FOUND"``.
+
+        A queued job is taken out of the queue at once (COMPLETED with a cancelled error);
+        a running one gets a flag its engine sees between steps.
+        """
+        now = time.time()
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT status FROM jobs WHERE request_id = ?", (request_id,)
+            ).fetchone()
+            if row is None:
+                return "NOT_FOUND"
+            if row["status"] == COMPLETED:
+                return "ALREADY_COMPLETED"
+            if row["status"] == IN_QUEUE:
+                conn.execute(
+                    "UPDATE jobs SET status = ?, cancel_requested = 1, finished_at = ?,"
+                    " result = ?, result_status = 400, error = ?, error_type = ?"
+                    " WHERE request_id = ?",
+                    (COMPLETED, now, json.dumps({"detail": CANCELLED_ERROR}), CANCELLED_ERROR,
+                     CANCELLED_ERROR_TYPE, request_id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE jobs SET cancel_requested = 1 WHERE request_id = ?", (request_id,)
+                )
+        return "CANCELLATION_REQUESTED"
+
+    def counts(self):
+        rows = self.db.connect().execute(
+            "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status"
+        ).fetchall()
+        counts = {IN_QUEUE: 0, IN_PROGRESS: 0, COMPLETED: 0}
+        counts.update({r["status"]: r["n"] for r in rows})
+        return counts
+
+    # -- workers' side --------------------------------------------------------------------
+
+    def claim(self, worker_id):
+        """Take the next waiting job (or one whose worker's lease expired); None if idle."""
+        now = time.time()
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT request_id, status FROM jobs WHERE status = ?"
+                " ORDER BY priority, seq LIMIT 1",
+                (IN_QUEUE,),
+            ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT request_id, status FROM jobs WHERE status = ? AND lease_expires < ?"
+                    " ORDER BY priority, seq LIMIT 1",
+                    (IN_PROGRESS, now),
+                ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE jobs SET status = ?, lease_owner = ?, lease_expires = ?,"
+                " attempts = attempts + 1, started_at = COALESCE(started_at, ?)"
+                " WHERE request_id = ?",
+                (IN_PROGRESS, worker_id, now + self.lease_seconds, now, row["request_id"]),
+            )
+            if row["status"] == IN_PROGRESS:
+                self._append_log(conn, row["request_id"],
+                                 "The previous worker stopped; running the request again.",
+                                 "WARN")
+        return self.get(row["request_id"])
+
+    def heartbeat(self, request_id, worker_id, message=None, level="INFO"):
+        """Renew the lease (and add a log line). Returns (still ours, cancel requested)."""
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT lease_owner, status, cancel_requested FROM jobs WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+            if row is None or row["lease_owner"] != worker_id or row["status"] != IN_PROGRESS:
+                return False, True
+            conn.execute(
+                "UPDATE jobs SET lease_expires = ? WHERE request_id = ?",
+                (time.time() + self.lease_seconds, request_id),
+            )
+            if message is not None:
+                self._append_log(conn, request_id, message, level)
+            return True, bool(row["cancel_requested"])
+
+    def complete(self, request_id, worker_id, *, result, result_status=200, error=None,
+                 error_type=None, metrics=None):
+        """Finish a job this worker holds. False if the lease was lost (someone else has it)."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, result = ?, result_status = ?,"
+                " error = ?, error_type = ?, metrics = ?, lease_owner = NULL"
+                " WHERE request_id = ? AND lease_owner = ? AND status = ?",
+                (COMPLETED, time.time(), json.dumps(result), result_status, error, error_type,
+                 json.dumps(metrics or {}), request_id, worker_id, IN_PROGRESS),
+            )
+            return cur.rowcount == 1
+
+    def _append_log(self, conn, request_id, message, level):
+        conn.execute(
+            "INSERT INTO logs (request_id, n, message, level, timestamp) VALUES"
+            " (?, (SELECT COUNT(*) FROM logs WHERE request_id = ?), ?, ?, ?)",
+            (request_id, request_id, message, level, iso_now()),
+        )

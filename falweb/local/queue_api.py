@@ -1,0 +1,159 @@
+"""Queue API (fal-protocol §4): submit, status, status stream, result, cancel.
+
+URLs in answers are built from the base URL the caller used, with the app base (owner/alias,
+no sub-path), so they equal what fal's JS client builds and fal's Python client follows.
+"""
+
+import json
+import time
+
+from flask import Blueprint
+from flask import Response
+from flask import jsonify
+from flask import request
+from flask import stream_with_context
+
+from falweb.local import errors
+from falweb.local.http import app_base
+from falweb.local.http import base_url
+from falweb.local.http import check_input_files
+from falweb.local.http import find_endpoint
+from falweb.local.http import json_body
+from falweb.local.http import runtime
+from falweb.local.http import validated_input
+from falweb.local.http import verify_token
+from falweb.local.http import wants_logs
+from falweb.local.queue import COMPLETED
+from falweb.local.queue import IN_QUEUE
+from falweb.local.queue import PRIORITIES
+
+bp = Blueprint("queue", __name__, url_prefix="/queue")
+
+STREAM_POLL = 0.05
+KEEPALIVE = 10.0
+# x-fal-* request headers the queue understands and keeps with the job.
+KEPT_HEADERS = ("x-fal-queue-priority", "x-fal-runner-hint", "x-fal-request-timeout",
+                "x-fal-object-lifecycle-preference", "x-fal-store-io", "x-fal-disable-fallbacks")
+
+
+def urls(job):
+    root = f"{base_url()}/queue/{job.app_base}/requests/{job.request_id}"
+    return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
+
+
+def status_body(job, with_logs, logs=None):
+    body = {"status": job.status, "request_id": job.request_id, **urls(job)}
+    if job.status == IN_QUEUE:
+        body["queue_position"] = runtime().queue.queue_position(job)
+        return body
+    if with_logs:
+        body["logs"] = logs if logs is not None else runtime().queue.logs(job.request_id)
+    else:
+        body["logs"] = None
+    if job.status == COMPLETED:
+        body["metrics"] = job.metrics or {}
+        if job.error is not None:
+            body["error"] = job.error
+            body["error_type"] = job.error_type
+    return body
+
+
+def find_job(base, request_id):
+    job = runtime().queue.get(request_id)
+    if job is None or job.app_base != base.strip("/"):
+        raise errors.detail(404, f"Request '{request_id}' not found")
+    return job
+
+
+@bp.post("/<path:endpoint_id>")
+def submit(endpoint_id):
+    """Queue a request: 200 ``{status, request_id, response_url, status_url, cancel_url,
+    queue_position}``; 404 unknown endpoint; 422 invalid input or webhook."""
+    endpoint = find_endpoint(endpoint_id)
+    input = validated_input(endpoint, json_body())
+    check_input_files(endpoint, input)
+    webhook = request.args.get("fal_webhook")
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        raise errors.validation([{"loc": ["query", "fal_webhook"],
+                                  "msg": "fal_webhook must be an http(s) URL",
+                                  "type": "value_error.url"}])
+    priority = request.headers.get("x-fal-queue-priority", "normal").strip().lower()
+    if priority not in PRIORITIES:
+        raise errors.validation([{"loc": ["header", "x-fal-queue-priority"],
+                                  "msg": "must be 'normal' or 'low'", "type": "value_error"}])
+    headers = {k: request.headers[k] for k in KEPT_HEADERS if k in request.headers}
+    rt = runtime()
+    job = rt.queue.submit(endpoint_id.strip("/"), app_base(endpoint_id), input, base_url(),
+                          priority=priority, webhook_url=webhook, headers=headers)
+    rt.wake()
+    body = {"status": IN_QUEUE, "request_id": job.request_id, **urls(job),
+            "queue_position": rt.queue.queue_position(job)}
+    if webhook:
+        body["gateway_request_id"] = job.request_id
+    return jsonify(body), 200, {"x-fal-request-id": job.request_id}
+
+
+@bp.get("/<path:base>/requests/<request_id>/status")
+def status(base, request_id):
+    """202 while IN_QUEUE/IN_PROGRESS, 200 when COMPLETED (fal-protocol §4.2); 404 unknown."""
+    job = find_job(base, request_id)
+    code = 200 if job.status == COMPLETED else 202
+    return jsonify(status_body(job, wants_logs())), code
+
+
+@bp.get("/<path:base>/requests/<request_id>/status/stream")
+def status_stream(base, request_id):
+    """SSE of status objects with incremental logs; closes after COMPLETED."""
+    verify_token(base)
+    find_job(base, request_id)
+    with_logs = wants_logs()
+    rt = runtime()
+
+    def events():
+        seen_logs = 0
+        last = None
+        last_sent = time.monotonic()
+        while True:
+            current = rt.queue.get(request_id)
+            new_logs = rt.queue.logs(request_id, seen_logs) if with_logs else None
+            position = rt.queue.queue_position(current) if current.status == IN_QUEUE else None
+            key = (current.status, position)
+            if key != last or new_logs or current.status == COMPLETED:
+                body = status_body(current, with_logs, new_logs)
+                seen_logs += len(new_logs or ())
+                last = key
+                last_sent = time.monotonic()
+                yield f"data: {json.dumps(body)}\n\n"
+                if current.status == COMPLETED:
+                    return
+            elif time.monotonic() - last_sent > KEEPALIVE:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+            time.sleep(STREAM_POLL)
+
+    return Response(stream_with_context(events()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "x-fal-request-id": request_id,
+                             "X-Accel-Buffering": "no"})
+
+
+@bp.get("/<path:base>/requests/<request_id>")
+def result(base, request_id):
+    """The stored output (or the error it failed with) and ``x-fal-request-id``;
+    400 while not COMPLETED; 404 unknown."""
+    job = find_job(base, request_id)
+    if job.status != COMPLETED:
+        raise errors.detail(400, "Request is still in progress", status=job.status)
+    return jsonify(job.result), job.result_status or 200, {"x-fal-request-id": job.request_id}
+
+
+@bp.put("/<path:base>/requests/<request_id>/cancel")
+def cancel(base, request_id):
+    """202 CANCELLATION_REQUESTED (queued: removed; running: flagged), 400 ALREADY_COMPLETED,
+    404 NOT_FOUND."""
+    job = runtime().queue.get(request_id)
+    if job is None or job.app_base != base.strip("/"):
+        return jsonify({"status": "NOT_FOUND"}), 404
+    answer = runtime().queue.cancel(request_id)
+    code = {"CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400, "NOT_FOUND": 404}[answer]
+    return jsonify({"status": answer}), code
+

@@ -1,0 +1,155 @@
+"""The local runtime's services wired together, and the worker threads that run jobs."""
+
+import logging
+import os
+import threading
+import time
+import uuid
+
+from falweb.local.db import Database
+from falweb.local.delivery import Deliveries
+from falweb.local.engines import Cancelled
+from falweb.local.engines import EngineContext
+from falweb.local.engines import get_engine
+from falweb.local.inputs import InputFileError
+from falweb.local.inputs import read_input_file
+from falweb.local.queue import CANCELLED_ERROR
+from falweb.local.queue import CANCELLED_ERROR_TYPE
+from falweb.local.queue import JobQueue
+from falweb.local.storage import Storage
+from falweb.local.tokens import Tokens
+from falweb.local.tokens import WebhookKey
+
+log = logging.getLogger("falweb.local")
+
+IDLE_WAIT = 0.05
+
+
+class Runtime:
+    """Queue, storage, tokens, webhook key, engines and workers of one local runtime."""
+
+    def __init__(self, config):
+        self.config = config
+        folder = os.path.join(config["FALWEB_INSTANCE_PATH"], "local")
+        os.makedirs(folder, exist_ok=True)
+        self.folder = folder
+        self.db = Database(os.path.join(folder, "runtime.sqlite3"))
+        self.queue = JobQueue(self.db, float(config["FALWEB_LOCAL_LEASE_SECONDS"]))
+        self.storage = Storage(self.db, os.path.join(folder, "files"),
+                               config["FALWEB_LOCAL_MAX_UPLOAD_BYTES"])
+        self.tokens = Tokens(folder, config["FALWEB_LOCAL_MAX_TOKEN_SECONDS"])
+        self.webhook_key = WebhookKey(folder)
+        self.deliveries = Deliveries(self.db, self.webhook_key)
+        self.engine = get_engine("preview", step_delay=config["FALWEB_LOCAL_STEP_DELAY"])
+        self.max_fetch_bytes = int(config["FALWEB_LOCAL_MAX_FETCH_BYTES"])
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads = []
+        self.started_at = time.time()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self):
+        for n in range(int(self.config["FALWEB_LOCAL_WORKERS"])):
+            self._spawn(self._work, f"falweb-local-worker-{n}")
+        self._spawn(lambda: self.deliveries.run(self._stop), "falweb-local-webhooks")
+
+    def _spawn(self, target, name):
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self):
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.db.close()
+
+    def wake(self):
+        """A job was submitted: let an idle worker look now rather than at its next poll."""
+        self._wake.set()
+
+    def state(self):
+        return {"status": "ok", "engine": self.engine.name, "synthetic": self.engine.name == "preview",
+                "workers": int(self.config["FALWEB_LOCAL_WORKERS"]), "jobs": self.queue.counts()}
+
+    # -- running jobs ---------------------------------------------------------------------
+
+    def _work(self):
+        worker_id = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
+        while not self._stop.is_set():
+            try:
+                job = self.queue.claim(worker_id)
+            except Exception:
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                self._wake.wait(IDLE_WAIT)
+                self._wake.clear()
+                continue
+            try:
+                self.run_job(job, worker_id)
+            except Exception:
+                log.exception("job %s failed in the worker", job.request_id)
+
+    def run_job(self, job, worker_id):
+        from falweb.schemas import get_endpoint
+
+        endpoint = get_endpoint(job.endpoint_id)
+
+        def progress(step, total):
+            _, cancel = self.queue.heartbeat(job.request_id, worker_id, f"Step {step}/{total}")
+            return cancel
+
+        def log_line(message, level):
+            self.queue.heartbeat(job.request_id, worker_id, message, level)
+
+        started = time.perf_counter()
+        outcome = self.execute(endpoint, job.input, job.base_url, log_line, progress)
+        result, result_status, error, error_type = outcome
+        metrics = {"inference_time": round(time.perf_counter() - started, 4)}
+        if self.queue.complete(job.request_id, worker_id, result=result,
+                               result_status=result_status, error=error,
+                               error_type=error_type, metrics=metrics):
+            done = self.queue.get(job.request_id)
+            if done.webhook_url:
+                self.deliveries.enqueue(done)
+
+    def execute(self, endpoint, input, base_url, log_line, progress):
+        """Run ``input`` on the engine: (result, http status, error, error_type)."""
+        try:
+            files = self.input_files(endpoint, input, base_url)
+        except InputFileError as exc:
+            field, reason = exc.args
+            detail = [{"loc": ["body", field], "msg": reason, "type": "value_error"}]
+            return {"detail": detail}, 422, f"Invalid input: {field}", "validation_error"
+
+        def save(data, content_type, file_name):
+            file_id, name = self.storage.save(data, content_type, file_name)
+            return f"{base_url.rstrip('/')}/cdn/files/{file_id}/{name}"
+
+        ctx = EngineContext(endpoint, log=log_line, progress=progress, save=save, files=files)
+        try:
+            return self.engine.run(input, ctx), 200, None, None
+        except Cancelled:
+            return {"detail": CANCELLED_ERROR}, 400, CANCELLED_ERROR, CANCELLED_ERROR_TYPE
+        except Exception as exc:
+            log.exception("engine failed on %s", endpoint.endpoint_id)
+            detail = f"Internal error in the {self.engine.name} engine: {type(exc).__name__}"
+            return {"detail": detail}, 500, detail, "internal_error"
+
+    def input_files(self, endpoint, input, base_url, allow_fetch=True):
+        files = {}
+        for field in endpoint.file_fields:
+            value = input.get(field)
+            if not value:
+                continue
+            try:
+                data = read_input_file(value, storage=self.storage, base_url=base_url,
+                                       limit=self.max_fetch_bytes, allow_fetch=allow_fetch)
+            except InputFileError as exc:
+                raise InputFileError(field, str(exc)) from None
+            if data is not None:
+                files[field] = data
+        return files
