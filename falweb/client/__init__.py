@@ -1,0 +1,100 @@
+"""falweb's fal client: the seed's JavaScript client API, in Python.
+
+Module-level functions use one default :class:`FalClient`; ``config()`` changes it::
+
+    from falweb import client as fal
+
+    fal.config(credentials="key-id:key-secret")      # default: FAL_KEY / FAL_KEY_ID+SECRET
+    result = fal.subscribe("fal-ai/fast-sdxl", input={"prompt": "a cat"}, logs=True,
+                           on_queue_update=lambda update: print(update.status))
+    print(result["images"][0]["url"], result.request_id)
+
+Backends: fal itself (a key is needed), a credential proxy (``config(proxy_url=...)``), or
+a local runtime (``config(hosts=Hosts("http://127.0.0.1:5000/local"))``, or the
+``FALWEB_LOCAL_URL`` environment variable; no key needed, and keys from the environment are
+never sent to it).
+"""
+
+from falweb.client.client import FalClient
+from falweb.client.endpoints import ensure_endpoint_id_format
+from falweb.client.endpoints import parse_endpoint_id
+from falweb.client.errors import ApiError
+from falweb.client.errors import FalConnectionError
+from falweb.client.errors import FalError
+from falweb.client.errors import FalTimeoutError
+from falweb.client.errors import InvalidEndpointError
+from falweb.client.errors import MissingCredentialsError
+from falweb.client.errors import ValidationError
+from falweb.client.retry import RetryPolicy
+from falweb.client.status import QueueStatus
+from falweb.client.status import RequestHandle
+from falweb.client.status import Result
+from falweb.client.storage_api import UploadError
+from falweb.client.streaming import FalStream
+
+default_client = FalClient()
+
+queue = default_client.queue
+storage = default_client.storage
+realtime = default_client.realtime
+
+
+def config(**settings):
+    """Configure the default client (``credentials``, ``proxy_url``, ``hosts``, ``timeout``,
+    ``poll_interval``, ``retry``); returns it."""
+    return default_client.config(**settings)
+
+
+def subscribe(endpoint_id, input=None, **options):
+    """:meth:`FalClient.subscribe` on the default client."""
+    return default_client.subscribe(endpoint_id, input, **options)
+
+
+def submit(endpoint_id, input=None, **options):
+    """:meth:`Queue.submit` on the default client."""
+    return default_client.queue.submit(endpoint_id, input, **options)
+
+
+def status(endpoint_id, request_id, *, logs=False):
+    """:meth:`Queue.status` on the default client."""
+    return default_client.queue.status(endpoint_id, request_id, logs=logs)
+
+
+def stream_status(endpoint_id, request_id, *, logs=False):
+    """:meth:`Queue.stream_status` on the default client."""
+    return default_client.queue.stream_status(endpoint_id, request_id, logs=logs)
+
+
+def result(endpoint_id, request_id):
+    """:meth:`Queue.result` on the default client."""
+    return default_client.queue.result(endpoint_id, request_id)
+
+
+def cancel(endpoint_id, request_id):
+    """:meth:`Queue.cancel` on the default client."""
+    return default_client.queue.cancel(endpoint_id, request_id)
+
+
+def run(endpoint_id, input=None, **options):
+    """:meth:`FalClient.run` on the default client."""
+    return default_client.run(endpoint_id, input, **options)
+
+
+def stream(endpoint_id, input=None, **options):
+    """:meth:`FalClient.stream` on the default client."""
+    return default_client.stream(endpoint_id, input, **options)
+
+
+def upload(data, content_type=None, file_name=None, **options):
+    """:meth:`Storage.upload` on the default client."""
+    return default_client.storage.upload(data, content_type, file_name, **options)
+
+
+__all__ = [
+    "ApiError", "FalClient", "FalConnectionError", "FalError", "FalStream", "FalTimeoutError",
+    "InvalidEndpointError", "MissingCredentialsError", "QueueStatus", "RequestHandle",
+    "Result", "RetryPolicy", "UploadError", "ValidationError", "cancel", "config",
+    "default_client", "ensure_endpoint_id_format", "parse_endpoint_id", "queue", "realtime",
+    "result", "run", "status", "storage", "stream", "stream_status", "submit", "subscribe",
+    "upload",
+]

@@ -1,0 +1,158 @@
+"""Server-sent events: ``stream()`` results and the queue's status stream (fal-protocol §7.4).
+
+A :class:`FalStream` is an iterator of the events' parsed JSON ``data``; ``done()`` reads to
+the end and returns the last event (fal sends the final output last). Bytes are split into
+lines only after whole lines arrived, so a UTF-8 character cut between network chunks is
+never corrupted.
+"""
+
+import json
+import re
+import time
+
+import requests
+
+from falweb.client.errors import ApiError
+from falweb.client.errors import FalConnectionError
+from falweb.client.errors import FalTimeoutError
+
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_READ_SIZE = 64 * 1024
+
+
+def _chunks(response):
+    # read1 returns what has arrived instead of waiting for a full buffer; SSE needs that.
+    raw = response.raw
+    if hasattr(raw, "read1"):
+        while True:
+            chunk = raw.read1(_READ_SIZE)
+            if not chunk:
+                return
+            yield chunk
+    else:  # pragma: no cover - every requests transport has read1 with urllib3 2
+        yield from response.iter_content(chunk_size=1)
+
+
+def iter_lines(chunks):
+    """Lines (bytes, without their ``\\r\\n``/``\\n``/``\\r``) from a byte-chunk iterator."""
+    buffer = b""
+    skip_lf = False
+    for chunk in chunks:
+        if skip_lf and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        skip_lf = False
+        buffer += chunk
+        parts = _LINE_BREAK.split(buffer)
+        buffer = parts.pop()
+        if parts and chunk.endswith(b"\r") and not buffer:
+            skip_lf = True  # the "\n" of a "\r\n" may open the next chunk
+        yield from parts
+    if buffer:
+        yield buffer
+
+
+def iter_sse(lines):
+    """``(event, data)`` pairs from SSE lines; comments and ``retry:``/``id:`` are ignored and
+    an event without ``data`` is not dispatched (the WHATWG event-stream rules)."""
+    event, data = None, []
+    for raw_line in lines:
+        line = raw_line.decode("utf-8", errors="replace")
+        if not line:
+            if data:
+                yield event or "message", "\n".join(data)
+            event, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+    if data:
+        yield event or "message", "\n".join(data)
+
+
+class FalStream:
+    """An open event stream. Iterate it for events; ``done()`` returns the last one.
+
+    ``request_id`` is the response's ``x-fal-request-id``. Events are the parsed JSON of
+    each SSE ``data`` (raw byte chunks when the answer is not ``text/event-stream``). Use it
+    as a context manager, or call ``close()``, to release the connection early. Iterating
+    raises :class:`ApiError` for an event that is not JSON, :class:`FalTimeoutError` past
+    ``deadline`` (a ``time.monotonic()`` value), :class:`FalConnectionError` if the
+    connection breaks.
+    """
+
+    def __init__(self, response, *, deadline=None):
+        self.response = response
+        self.request_id = response.headers.get("x-fal-request-id") or None
+        self.deadline = deadline
+        self.is_sse = response.headers.get("Content-Type", "").startswith("text/event-stream")
+        self._events = self._generate()
+        self._last = None
+        self._finished = False
+
+    def _check_deadline(self):
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.close()
+            raise FalTimeoutError("the event stream passed its deadline")
+
+    def _lines(self):
+        for line in iter_lines(_chunks(self.response)):
+            self._check_deadline()
+            yield line
+
+    def _generate(self):
+        try:
+            if not self.is_sse:
+                for chunk in _chunks(self.response):
+                    yield chunk
+                return
+            for _event, data in iter_sse(self._lines()):
+                try:
+                    yield json.loads(data)
+                except ValueError:
+                    raise ApiError(f"Invalid JSON in event stream: {data[:200]!r}",
+                                   self.response.status_code, None, self.request_id) from None
+        except requests.exceptions.RequestException as exc:
+            self._check_deadline()
+            if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+                raise FalConnectionError(f"the event stream broke: {type(exc).__name__}") from None
+            raise
+        except Exception as exc:  # urllib3 errors surface unwrapped from raw reads
+            if type(exc).__module__.startswith("urllib3"):
+                self._check_deadline()
+                raise FalConnectionError(
+                    f"the event stream broke: {type(exc).__name__}") from None
+            raise
+        finally:
+            self._finished = True
+            self.response.close()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        event = next(self._events)
+        self._last = event
+        return event
+
+    def done(self):
+        """Read the stream to its end and return the last event (None if there was none)."""
+        for _ in self:
+            pass
+        return self._last
+
+    def close(self):
+        """Stop reading and release the connection."""
+        self.response.close()
+
+    abort = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
