@@ -1,0 +1,115 @@
+"""The endpoint catalog: which fal endpoints falweb knows, with their schemas."""
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from falweb.schemas.flux import FluxDevInput
+from falweb.schemas.lora import LoraInput
+from falweb.schemas.outputs import LoraOutputSchema
+from falweb.schemas.outputs import TextToImageOutputSchema
+from falweb.schemas.stable_diffusion import FastLcmDiffusionInput
+from falweb.schemas.stable_diffusion import FastSdxlImageToImageInput
+from falweb.schemas.stable_diffusion import FastSdxlInput
+from falweb.schemas.stable_diffusion import RealisticVisionInput
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One fal endpoint: its id, what it takes and what it answers.
+
+    ``file_fields`` are input fields holding file URLs (uploaded through storage by forms and
+    clients); ``format_field`` names the jpeg/png field, which fal spells differently per
+    model family.
+    """
+
+    endpoint_id: str
+    title: str
+    description: str
+    input_schema: type
+    output_schema: type
+    aliases: tuple = ()
+    realtime: bool = False
+    file_fields: tuple = ()
+    format_field: str = "format"
+    category: str = "text-to-image"
+    tags: tuple = ()
+
+
+def _catalog(*endpoints):
+    return OrderedDict((endpoint.endpoint_id, endpoint) for endpoint in endpoints)
+
+
+CATALOG = _catalog(
+    Endpoint(
+        endpoint_id="fal-ai/realistic-vision",
+        title="Realistic Vision",
+        description="Photorealistic images with the Realistic Vision Stable Diffusion model.",
+        input_schema=RealisticVisionInput,
+        output_schema=TextToImageOutputSchema,
+        tags=("stable-diffusion", "photorealistic"),
+    ),
+    Endpoint(
+        endpoint_id="fal-ai/fast-sdxl",
+        title="Fast SDXL",
+        description="Stable Diffusion XL, fast, with LoRAs and embeddings.",
+        input_schema=FastSdxlInput,
+        output_schema=TextToImageOutputSchema,
+        tags=("stable-diffusion", "sdxl"),
+    ),
+    Endpoint(
+        endpoint_id="fal-ai/fast-sdxl/image-to-image",
+        title="Fast SDXL image-to-image",
+        description="Stable Diffusion XL starting from an input image.",
+        input_schema=FastSdxlImageToImageInput,
+        output_schema=TextToImageOutputSchema,
+        file_fields=("image_url",),
+        category="image-to-image",
+        tags=("stable-diffusion", "sdxl"),
+    ),
+    Endpoint(
+        endpoint_id="fal-ai/flux/dev",
+        title="FLUX.1 [dev]",
+        description="FLUX.1 [dev], a 12B parameter flow transformer for text-to-image.",
+        input_schema=FluxDevInput,
+        output_schema=TextToImageOutputSchema,
+        format_field="output_format",
+        tags=("flux",),
+    ),
+    Endpoint(
+        endpoint_id="fal-ai/lora",
+        title="Stable Diffusion with LoRAs",
+        description="Any Stable Diffusion base model with any LoRA weights.",
+        input_schema=LoraInput,
+        output_schema=LoraOutputSchema,
+        # The seed's Next.js example calls "110602490-lora"; fal's clients turn that into
+        # "110602490/lora".
+        aliases=("110602490/lora", "110602490-lora"),
+        format_field="image_format",
+        tags=("stable-diffusion", "lora"),
+    ),
+    Endpoint(
+        endpoint_id="fal-ai/fast-lcm-diffusion",
+        title="Fast LCM diffusion",
+        description="Latent Consistency Model diffusion in a few steps, also in real time.",
+        input_schema=FastLcmDiffusionInput,
+        output_schema=TextToImageOutputSchema,
+        realtime=True,
+        tags=("stable-diffusion", "lcm", "realtime"),
+    ),
+)
+
+_BY_ID = {
+    name: endpoint
+    for endpoint in CATALOG.values()
+    for name in (endpoint.endpoint_id, *endpoint.aliases)
+}
+
+
+def get_endpoint(endpoint_id):
+    """Return the :class:`Endpoint` for a canonical id or alias, or ``None``.
+
+    Leading and trailing slashes are ignored (``/fal-ai/fast-sdxl/`` works).
+    """
+    if not isinstance(endpoint_id, str):
+        return None
+    return _BY_ID.get(endpoint_id.strip("/"))

@@ -1,0 +1,179 @@
+"""Reshape an HTML form post into the JSON an endpoint's schema validates.
+
+Only the form path uses this (``FalInput(form=True)``); API callers' JSON is validated as
+sent. Form naming, as the pages post it:
+
+- scalars: ``<field>=<text>``; numbers as decimal text, booleans as checkboxes (checked:
+  ``on``/``true``/``1``/``yes``; unchecked: absent, ``off``/``false``/``0``/``no``). A boolean
+  field that is absent from the post is ``false``: browsers do not send unchecked boxes.
+- ``image_size``: a preset name, or ``custom`` with ``image_size_width`` and
+  ``image_size_height``.
+- list rows (``loras``, ``embeddings``): ``<field>-<index>-<subfield>``, for example
+  ``loras-0-path``, ``loras-0-scale``, ``embeddings-0-path``, ``embeddings-0-tokens``.
+  Indexes need not be contiguous (rows are ordered by index); a row whose required
+  subfields are all blank is an unused template row and is dropped. Embedding ``tokens`` are
+  comma-separated. A list may also arrive whole, as a list of dicts or as JSON text.
+- a blank value means "use the default", except for text fields marked ``allow_blank``
+  (``negative_prompt``: clearing it is a choice).
+
+Values that cannot be converted are passed on unchanged, so the schema reports them
+("Not a valid integer.") beside the right field.
+"""
+
+import json
+import re
+from collections.abc import Mapping
+
+from marshmallow import fields
+
+from falweb.schemas.fields import ImageSize
+
+CUSTOM_SIZE = "custom"
+TRUE_STRINGS = frozenset({"on", "true", "1", "yes"})
+FALSE_STRINGS = frozenset({"off", "false", "0", "no"})
+
+# Long digit strings would cost int() real time and are never valid numbers here.
+_INTEGER = re.compile(r"[+-]?\d{1,40}")
+_ROW_KEY = re.compile(r"(?P<field>[A-Za-z_]\w*)-(?P<index>\d{1,6})-(?P<sub>[A-Za-z_]\w*)")
+
+
+def fold_form(schema, data):
+    """Return ``data`` (a form post) reshaped for ``schema``; non-mappings are returned as is."""
+    if not isinstance(data, Mapping):
+        return data
+    data = _flatten(data)
+    data = _fold_rows(schema, data)
+    data = _fold_custom_size(schema, data)
+    return _coerce(schema, data, checkboxes=True)
+
+
+def _flatten(data):
+    # A Werkzeug MultiDict: the last value wins, so "hidden false + checkbox on" reads as on.
+    if hasattr(data, "getlist"):
+        return {key: data.getlist(key)[-1] for key in data.keys() if data.getlist(key)}
+    return dict(data)
+
+
+def list_row_schema(field):
+    """The nested schema of a ``List(Nested(...))`` field, else ``None``."""
+    if isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
+        return field.inner.schema
+    return None
+
+
+def _fold_rows(schema, data):
+    rows = {}
+    rest = {}
+    for key, value in data.items():
+        match = _ROW_KEY.fullmatch(key) if isinstance(key, str) else None
+        field = schema.fields.get(match["field"]) if match else None
+        if field is None or list_row_schema(field) is None:
+            rest[key] = value
+            continue
+        row = rows.setdefault(match["field"], {}).setdefault(int(match["index"]), {})
+        row[match["sub"]] = value
+    for name, indexed in rows.items():
+        row_schema = list_row_schema(schema.fields[name])
+        required = [n for n, f in row_schema.fields.items() if f.required]
+        folded = []
+        for _, row in sorted(indexed.items()):
+            # Subfields the row type does not have are form noise, like other unknown keys.
+            row = {k: v for k, v in row.items() if k in row_schema.fields}
+            keys = required or list(row)
+            if all(_blank(row.get(k)) for k in keys):
+                continue
+            folded.append(row)
+        rest[name] = folded
+    return rest
+
+
+def _fold_custom_size(schema, data):
+    names = [n for n, f in schema.fields.items() if isinstance(f, ImageSize)]
+    for name in names:
+        width = data.pop(f"{name}_width", None)
+        height = data.pop(f"{name}_height", None)
+        if data.get(name) == CUSTOM_SIZE:
+            size = {}
+            if not _blank(width):
+                size["width"] = width
+            if not _blank(height):
+                size["height"] = height
+            data[name] = size
+    return data
+
+
+def _blank(value):
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _coerce(schema, data, *, checkboxes=False):
+    """Convert form strings to the types ``schema``'s fields expect; drop blanks."""
+    out = dict(data)
+    for name, field in schema.fields.items():
+        key = field.data_key or name
+        if key not in out:
+            if checkboxes and isinstance(field, fields.Boolean):
+                out[key] = False
+            continue
+        value = out[key]
+        if isinstance(value, str) and not value.strip():
+            if field.metadata.get("allow_blank"):
+                out[key] = ""
+            elif checkboxes and isinstance(field, fields.Boolean):
+                out[key] = False
+            else:
+                del out[key]
+            continue
+        out[key] = _coerce_value(field, value)
+    return out
+
+
+def _coerce_value(field, value):
+    if isinstance(field, fields.Boolean):
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in TRUE_STRINGS:
+                return True
+            if lowered in FALSE_STRINGS:
+                return False
+        return value
+    if isinstance(field, fields.Integer):
+        if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+            return int(value.strip())
+        return value
+    if isinstance(field, fields.Float):
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                return value
+        return value
+    if isinstance(field, ImageSize):
+        if isinstance(value, Mapping):
+            return {
+                k: _coerce_value(fields.Integer(), v) if isinstance(v, str) else v
+                for k, v in value.items()
+            }
+        return value
+    row_schema = list_row_schema(field)
+    if row_schema is not None:
+        if isinstance(value, str):
+            value = _json_list(value)
+        if isinstance(value, list):
+            return [
+                _coerce(row_schema, row) if isinstance(row, Mapping) else row for row in value
+            ]
+        return value
+    if isinstance(field, fields.List) and isinstance(value, str):
+        # A list of strings (embedding tokens) is typed as comma-separated text.
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _json_list(text):
+    """``text`` parsed as a JSON list (a whole ``loras`` value re-posted), else ``text``."""
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    return parsed if isinstance(parsed, list) else text
