@@ -4,29 +4,42 @@ import argparse
 import sys
 
 
-def _serve(args):
-    from werkzeug.serving import run_simple
+def _listen(app_factory, host, port, banner):
+    # Bind first (port 0 picks a free one), then build the app knowing its own URL.
+    from werkzeug.serving import make_server
 
+    from falweb.serving import DeferredApp
+
+    deferred = DeferredApp()
+    server = make_server(host, port, deferred, threaded=True)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{shown}:{server.server_port}"
+    deferred.app = app_factory(url)
+    print(banner(deferred.app, url), flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def _serve(args):
+    from falweb import backend
     from falweb import create_app
 
-    url = f"http://{args.host}:{args.port}"
-    app = create_app({"FALWEB_SELF_URL": url} if args.host not in ("0.0.0.0", "::") else None)
-    from falweb import backend
+    def banner(app, url):
+        return f"falweb serving on {url}/  (backend: {backend.describe(app)['backend']})"
 
-    info = backend.describe(app)
-    print(f"falweb serving on {url}/  (backend: {info['backend']})", flush=True)
-    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    _listen(lambda url: create_app({"FALWEB_SELF_URL": url}), args.host, args.port, banner)
 
 
 def _local(args):
-    from werkzeug.serving import run_simple
-
     from falweb import config as settings
     from falweb.local import create_local_app
 
-    app = create_local_app(settings.DEFAULTS | settings.from_environ())
-    print(f"falweb local runtime on http://{args.host}:{args.port}/", flush=True)
-    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    def make(url):
+        return create_local_app(settings.DEFAULTS | settings.from_environ())
+
+    _listen(make, args.host, args.port, lambda app, url: f"falweb local runtime on {url}/")
 
 
 def _generate(args):

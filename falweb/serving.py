@@ -13,6 +13,15 @@ class QuietRequestHandler(WSGIRequestHandler):
         pass
 
 
+class DeferredApp:
+    """A WSGI app set after the server is bound (so the app can know its own URL)."""
+
+    app = None
+
+    def __call__(self, environ, start_response):
+        return self.app(environ, start_response)
+
+
 class ServerThread:
     """A threaded Werkzeug server on ``host`` and a free port (``port=0``), already listening.
 

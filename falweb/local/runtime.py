@@ -49,10 +49,14 @@ class Runtime:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self):
-        for n in range(int(self.config["FALWEB_LOCAL_WORKERS"])):
-            self._spawn(self._work, f"falweb-local-worker-{n}")
-        self._spawn(lambda: self.deliveries.run(self._stop), "falweb-local-webhooks")
+    def start(self, workers=None):
+        """Start ``workers`` (default: FALWEB_LOCAL_WORKERS) job threads and the webhook sender."""
+        count = int(self.config["FALWEB_LOCAL_WORKERS"] if workers is None else workers)
+        first = not self._threads
+        for n in range(count):
+            self._spawn(self._work, f"falweb-local-worker-{len(self._threads)}-{n}")
+        if first:
+            self._spawn(lambda: self.deliveries.run(self._stop), "falweb-local-webhooks")
 
     def _spawn(self, target, name):
         thread = threading.Thread(target=target, name=name, daemon=True)

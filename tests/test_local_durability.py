@@ -1,0 +1,122 @@
+"""Nothing is lost when the runtime's process dies: queued jobs stay queued, a job whose
+worker died runs again once its lease expires, and each job completes exactly once."""
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from flask import Flask
+from flask import request as flask_request
+
+from falweb.serving import ServerThread
+from tests.local_helpers import wait_status
+
+
+def start_runtime(instance, extra_env=None):
+    env = os.environ.copy()
+    for key in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET"):
+        env.pop(key, None)
+    env.update({"FALWEB_INSTANCE_PATH": str(instance), "FALWEB_LOCAL_LEASE_SECONDS": "1",
+                "FALWEB_LOCAL_STEP_DELAY": "0.1", "FALWEB_LOCAL_WORKERS": "1",
+                "PYTHONUNBUFFERED": "1"} | (extra_env or {}))
+    # Output goes to a file, not a pipe: a pipe nobody drains would block the child.
+    log = instance / f"runtime-{time.monotonic_ns()}.log"
+    instance.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "falweb.cli", "local", "--port", "0"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 30
+    while "local runtime on" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    line = next(x for x in log.read_text().splitlines() if "local runtime on" in x)
+    return proc, line.split(" on ", 1)[1].strip().rstrip("/")
+
+
+@pytest.fixture
+def hook():
+    """A webhook receiver that counts deliveries per request id."""
+    counts = collections.Counter()
+    app = Flask("hook")
+
+    @app.post("/hook")
+    def receive():
+        counts[json.loads(flask_request.get_data())["request_id"]] += 1
+        return "", 200
+
+    with ServerThread(app) as server:
+        server.counts = counts
+        yield server
+
+
+@pytest.mark.slow
+def test_killed_worker_job_completes_exactly_once_after_restart(tmp_path, hook):
+    first, url = start_runtime(tmp_path)
+    try:
+        running = requests.post(f"{url}/queue/fal-ai/fast-sdxl",
+                                params={"fal_webhook": hook.url + "/hook"},
+                                json={"prompt": "survivor", "num_inference_steps": 20,
+                                      "image_size": "square"}, timeout=10).json()
+        queued = requests.post(f"{url}/queue/fal-ai/fast-sdxl",
+                               json={"prompt": "waiting", "num_inference_steps": 2,
+                                     "image_size": "square"}, timeout=10).json()
+        deadline = time.monotonic() + 20
+        while True:
+            status = requests.get(running["status_url"], params={"logs": 1}, timeout=10).json()
+            if status["status"] == "IN_PROGRESS" and len(status["logs"]) >= 4:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+
+    second, url2 = start_runtime(tmp_path)
+    try:
+        def moved(status_url):
+            return status_url.replace(url, url2)
+
+        # the queued job is still there, unharmed
+        assert requests.get(moved(queued["status_url"]), timeout=10).json()["status"] in (
+            "IN_QUEUE", "IN_PROGRESS", "COMPLETED")
+        done = wait_status(moved(running["status_url"]), timeout=60)
+        assert "error" not in done
+        messages = [log["message"] for log in done["logs"]]
+        assert any("previous worker stopped" in m for m in messages)
+        result = requests.get(moved(running["response_url"]), timeout=10)
+        assert result.status_code == 200 and result.json()["prompt"] == "survivor"
+        assert wait_status(moved(queued["status_url"]), timeout=30)["status"] == "COMPLETED"
+        deadline = time.monotonic() + 15
+        while hook.counts[running["request_id"]] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # room for a duplicate to show up, if one were coming
+        assert hook.counts[running["request_id"]] == 1
+    finally:
+        second.terminate()
+        second.wait(10)
+
+
+@pytest.mark.slow
+def test_queued_jobs_survive_a_runtime_with_no_workers(tmp_path):
+    idle, url = start_runtime(tmp_path, {"FALWEB_LOCAL_WORKERS": "0"})
+    try:
+        ids = [requests.post(f"{url}/queue/fal-ai/fast-sdxl", json={"prompt": f"p{i}",
+               "num_inference_steps": 1, "image_size": "square"}, timeout=10).json()
+               for i in range(3)]
+    finally:
+        idle.send_signal(signal.SIGKILL)
+        idle.wait(10)
+    worker, url2 = start_runtime(tmp_path, {"FALWEB_LOCAL_STEP_DELAY": "0"})
+    try:
+        for body in ids:
+            final = wait_status(body["status_url"].replace(url, url2), timeout=30)
+            assert "error" not in final
+    finally:
+        worker.terminate()
+        worker.wait(10)
