@@ -36,14 +36,22 @@ def init_app(app):
 
 
 def _self_url(environ):
-    # The address the server is bound to, not the Host header a caller can set.
-    host = environ.get("SERVER_NAME") or "127.0.0.1"
+    # The address this server listens on, never the Host header a caller can set: the app
+    # calls its embedded runtime there. gunicorn derives SERVER_NAME from Host, so ask its
+    # socket; Werkzeug's server puts its bound address in SERVER_NAME.
+    host, port = environ.get("SERVER_NAME"), environ.get("SERVER_PORT")
+    sock = environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            host, port = sock.getsockname()[:2]
+        except (OSError, ValueError, TypeError):
+            pass
+    host = str(host or "127.0.0.1")
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    port = environ.get("SERVER_PORT") or "80"
-    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}:{port}"
+    return f"http://{host}:{port or 80}"
 
 
 def local_base(app=None):

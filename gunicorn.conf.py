@@ -1,0 +1,20 @@
+"""gunicorn settings for falweb (read automatically from the working directory).
+
+Threaded workers (gthread): live-mode websockets and SSE relays each hold a thread for as
+long as they last, which the sync worker would kill at ``timeout``. Size threads at about
+twice the expected concurrent live sessions. Override any of these on the command line or
+with GUNICORN_CMD_ARGS.
+"""
+
+import os
+
+bind = os.environ.get("FALWEB_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("FALWEB_GUNICORN_WORKERS", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("FALWEB_GUNICORN_THREADS", "32"))
+timeout = 60
+graceful_timeout = 20
+accesslog = "-"
+errorlog = "-"
+# Keep proxy bodies streaming: no buffering of request bodies by gunicorn itself.
+limit_request_field_size = 16380
