@@ -1,0 +1,55 @@
+"""The ``falweb`` command as ``make run`` uses it: a real process on a free port."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+
+def spawn(args, tmp_path, marker):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_KEY", "FALWEB_"))}
+    env.update({"FALWEB_INSTANCE_PATH": str(tmp_path / "instance"), "PYTHONUNBUFFERED": "1"})
+    log = tmp_path / f"{args[0]}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "falweb.cli", *args],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 30
+    while marker not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(log.read_text())
+        time.sleep(0.05)
+    line = next(x for x in log.read_text().splitlines() if marker in x)
+    url = line.split(" on ", 1)[1].split()[0].rstrip("/")
+    return proc, url
+
+
+@pytest.mark.slow
+def test_serve_answers_index_and_healthz_with_no_key(tmp_path):
+    proc, url = spawn(["serve", "--port", "0"], tmp_path, "falweb serving on")
+    try:
+        health = requests.get(url + "/healthz", timeout=10)
+        assert health.status_code == 200 and health.json()["backend"] == "local"
+        index = requests.get(url + "/", timeout=10)
+        assert index.status_code == 200
+        assert "local" in index.text.lower()
+        submit = requests.post(url + "/local/queue/fal-ai/realistic-vision",
+                               json={"prompt": "cli", "num_inference_steps": 2}, timeout=10)
+        assert submit.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.slow
+def test_local_runs_the_runtime_alone(tmp_path):
+    proc, url = spawn(["local", "--port", "0"], tmp_path, "local runtime on")
+    try:
+        assert requests.get(url + "/healthz", timeout=10).json()["status"] == "ok"
+        assert requests.get(url + "/", timeout=10).status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(10)
