@@ -1,0 +1,722 @@
+"""The credential proxy: fal's official JavaScript clients reach fal through it with ``proxyUrl``.
+
+A browser (or any JS client configured with ``proxyUrl``) sends every fal call to one route,
+``/api/fal/proxy`` by default, with the real fal URL in the ``x-fal-target-url`` header. The
+proxy checks that URL against fal's hosts and an allowlist, adds ``Authorization: Key <FAL_KEY>``
+on the server, forwards the raw body, and streams the answer back. The key never reaches the
+browser, a response header, an error body or a log line.
+
+It is a Flask extension in the Flask-WTF mould, embeddable in any Flask app::
+
+    proxy = FalProxy(app)            # or: proxy = FalProxy(); proxy.init_app(app)
+
+    @proxy.authorize
+    def signed_in(request):
+        return "user_id" in session  # False answers 401
+
+Configuration is only ``FAL_PROXY_*`` keys (see :data:`DEFAULTS`) plus fal's own ``FAL_KEY`` /
+``FAL_KEY_ID`` + ``FAL_KEY_SECRET`` (app config first, then the environment).
+
+Errors the proxy itself answers are JSON objects ``{"error": <short>, "detail": <why>}``:
+400 missing or invalid ``x-fal-target-url``, 401 unauthorized or no server key, 403 endpoint not
+allowed, 413 body too large, 502 upstream unreachable, 504 upstream timed out. Upstream answers
+(429 with ``Retry-After`` included) are relayed as they are.
+
+Contract: ``reference/fal-protocol.md`` §12.5, the superset of fal's 0.x and 1.2 proxies.
+"""
+
+import http.cookiejar
+import logging
+import os
+import re
+import threading
+import time
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from flask import Blueprint
+from flask import Response
+from flask import current_app
+from flask import jsonify
+from flask import request
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from falweb import __version__
+from falweb.config import credentials_from
+from falweb.hosts import Hosts
+
+__all__ = [
+    "DEFAULTS",
+    "DEFAULT_ALLOWED_URL_PATTERNS",
+    "FalProxy",
+    "ProxyError",
+    "TARGET_URL_HEADER",
+    "init_app",
+    "url_matcher",
+]
+
+logger = logging.getLogger("falweb.proxy")
+
+TARGET_URL_HEADER = "x-fal-target-url"
+CLIENT_PROXY_HEADER = "x-fal-client-proxy"
+PROXY_ID = f"falweb/{__version__}"
+
+_REST_HOSTS = ("rest.fal.ai", "rest.alpha.fal.ai")
+_STORAGE_OPS = ("initiate", "initiate-multipart", "complete-multipart")
+
+#: fal's 1.2 list plus what it forgot: realtime/stream tokens, the 0.x ``rest.alpha`` host and
+#: the multipart initiate that every client over 90 MiB calls (fal-protocol §12.4, §12.5).
+DEFAULT_ALLOWED_URL_PATTERNS = (
+    "fal.run/**",
+    "queue.fal.run/**",
+    *(f"{host}/tokens/" for host in _REST_HOSTS),
+    *(
+        f"{host}/storage/upload/{op}{query}"
+        for host in _REST_HOSTS
+        for op in _STORAGE_OPS
+        for query in ("", "\\?storage_type=fal-cdn-v3")
+    ),
+)
+
+#: Every setting with its default; ``init_app`` sets the missing ones with ``setdefault``.
+DEFAULTS = {
+    # Path of the proxy route; fal's clients and docs use /api/fal/proxy.
+    "FAL_PROXY_ROUTE": "/api/fal/proxy",
+    # Globs over "host/path?query" of x-fal-target-url (``*`` within a segment, ``**`` across).
+    "FAL_PROXY_ALLOWED_URL_PATTERNS": list(DEFAULT_ALLOWED_URL_PATTERNS),
+    # Globs over endpoint ids ("fal-ai/flux/dev") allowed on fal.run and queue submits; [] = all.
+    "FAL_PROXY_ALLOWED_ENDPOINTS": [],
+    # When False a request needs an ``authorize`` hook that returns True, else 401.
+    "FAL_PROXY_ALLOW_UNAUTHORIZED": True,
+    # Where fal's hosts really are: None = fal itself, or the base URL of a local runtime.
+    "FAL_PROXY_UPSTREAM": None,
+    # Forward a client's own Authorization instead of the server key (fal's proxies do; unsafe).
+    "FAL_PROXY_FORWARD_CLIENT_AUTHORIZATION": False,
+    # Upstream timeout in seconds: one number, or (connect, read between bytes).
+    "FAL_PROXY_TIMEOUT": (10.0, 300.0),
+    # Largest request body forwarded, in bytes (413 above it); None = no limit.
+    "FAL_PROXY_MAX_BODY_BYTES": 64 * 1024 * 1024,
+    # Origins allowed to call the proxy cross-origin ("*" for any); [] = no CORS headers.
+    "FAL_PROXY_CORS_ORIGINS": [],
+    # Seconds a browser may cache a CORS preflight answer.
+    "FAL_PROXY_CORS_MAX_AGE": 600,
+}
+
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_BODYLESS = frozenset({"GET", "HEAD"})
+_CHUNK = 64 * 1024
+
+# RFC 9110 hop-by-hop headers, plus what the proxy recomputes (length, encoding) or owns (CORS).
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_NOT_RELAYED = _HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie"}
+_NOT_FORWARDED_FAL = frozenset({TARGET_URL_HEADER, CLIENT_PROXY_HEADER})
+# Request headers a browser may send on a preflighted call through the proxy.
+_CORS_SAFE_HEADERS = frozenset({"authorization", "content-type", "accept", "user-agent"})
+
+# Targets are what the official clients build: plain ASCII, no spaces, no fragments.
+_HOST_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]*[a-z0-9]")
+_FAL_DOMAINS = (".fal.run", ".fal.ai", ".fal.media")
+_PATH_RE = re.compile(r"(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@%]*)*")
+_QUERY_RE = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*")
+_ESCAPE_RE = re.compile(r"%(..)?")
+# Decoded, these would change the path's meaning past our checks (dot segments, separators).
+_FORBIDDEN_ESCAPES = frozenset(b"./\\%")
+_MAX_TARGET_LENGTH = 8192
+
+
+class ProxyError(Exception):
+    """An error the proxy answers itself, as JSON ``{"error", "detail"}`` with ``status``."""
+
+    def __init__(self, status, error, detail, headers=None):
+        super().__init__(f"{status} {error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers or {}
+
+    def get_response(self):
+        response = jsonify(error=self.error, detail=self.detail)
+        response.status_code = self.status
+        response.headers.update(self.headers)
+        return response
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Globs
+
+
+def url_matcher(patterns):
+    """A predicate for ``patterns``: picomatch-style globs as fal's 1.2 proxy uses them.
+
+    ``*`` matches within one ``/`` segment, ``**`` across segments (``a/**`` also matches ``a``),
+    ``?`` one character that is not ``/``, ``\\x`` a literal ``x`` (``\\?`` before a query).
+    Everything else is literal, including dots.
+    """
+    compiled = [re.compile(_glob_to_regex(p)) for p in patterns]
+    return lambda text: any(regex.fullmatch(text) for regex in compiled)
+
+
+def _glob_to_regex(pattern):
+    out = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        elif pattern.startswith("**", i):
+            i += 2
+            if out and out[-1] == "/" and (i == n or pattern[i] == "/"):
+                # "a/**" matches "a" too, and "a/**/b" matches "a/b".
+                out.pop()
+                if i == n:
+                    out.append("(?:/.*)?")
+                else:
+                    out.append("(?:/.*)?/")
+                    i += 1
+            else:
+                out.append(".*")
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append("/" if c == "/" else re.escape(c))
+            i += 1
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Target validation
+
+
+def parse_target(raw):
+    """Split a strictly valid ``x-fal-target-url`` into ``(host, path, query)``.
+
+    Accepts exactly what fal's clients send: ``https://<fal host>/<path>[?<query>]`` in plain
+    ASCII. Anything a URL parser might read two ways is refused: userinfo, ports, IP literals,
+    other schemes, fragments, backslashes, whitespace and control characters, ``//`` and dot
+    segments, and percent-encoded dots, slashes, backslashes or percent signs.
+
+    :raise ProxyError: 400 when it is not such a URL.
+    """
+    if not raw:
+        raise ProxyError(400, "Invalid request", "Missing the x-fal-target-url header")
+    if len(raw) > _MAX_TARGET_LENGTH or not raw.isascii() or not raw.isprintable():
+        raise _invalid("the target URL has non-printable or non-ASCII characters")
+    if any(c in raw for c in " \\#"):
+        raise _invalid("the target URL has spaces, backslashes or a fragment")
+    if not raw.startswith("https://"):
+        raise _invalid("the target URL must use https")
+    rest = raw[len("https://") :]
+    authority, sep, path_query = rest.partition("/")
+    if "?" in authority:
+        authority, _, query = authority.partition("?")
+        path_query = "?" + query
+        sep = ""
+    host = authority
+    if not _HOST_RE.fullmatch(host):
+        # "@" (userinfo), ":" (port), "[" (IPv6), "%" and digit-only labels (IPv4) all end here.
+        raise _invalid("the target host is not a plain DNS name")
+    if not (host in ("fal.run", "fal.ai") or host.endswith(_FAL_DOMAINS)):
+        raise _invalid("the target host is not fal's")
+    path, _, query = (sep + path_query).partition("?")
+    if "?" in sep + path_query and not query:
+        raise _invalid("the target URL has an empty query")
+    path = path or "/"
+    if not _PATH_RE.fullmatch(path) or not _QUERY_RE.fullmatch(query):
+        raise _invalid("the target path or query has characters fal's clients never send")
+    segments = path.split("/")[1:]
+    if any(s in (".", "..") for s in segments) or "" in segments[:-1]:
+        raise _invalid("the target path has empty or dot segments")
+    for text, forbidden in ((path, _FORBIDDEN_ESCAPES), (query, b"")):
+        for match in _ESCAPE_RE.finditer(text):
+            hex_digits = match.group(1)
+            try:
+                byte = int(hex_digits, 16) if hex_digits else -1
+            except ValueError:
+                byte = -1
+            if byte < 0x20 or byte == 0x7F or byte in forbidden:
+                raise _invalid("the target URL has a forbidden percent-escape")
+    return host, path, query
+
+
+def _invalid(detail):
+    return ProxyError(400, "Invalid request", detail)
+
+
+def _endpoint_checked(host, method):
+    # Endpoint ids appear as the path of run calls and of queue submits; queue status, result
+    # and cancel paths use the app base instead, so they are not endpoint ids (fal 1.2 agrees).
+    return host == "fal.run" or (host == "queue.fal.run" and method == "POST")
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming bodies
+
+
+class _RequestBody:
+    """The incoming body as a file object for ``requests``, counted against the size limit."""
+
+    def __init__(self, stream, length, limit):
+        self._stream = stream
+        self._length = length
+        self._limit = limit
+        self.sent = 0
+        self.too_large = False
+
+    def read(self, size=-1):
+        data = self._stream.read(size if size and size > 0 else _CHUNK)
+        self.sent += len(data)
+        if self._limit is not None and self.sent > self._limit:
+            self.too_large = True
+            raise _BodyTooLarge()
+        return data
+
+    def __iter__(self):
+        while chunk := self.read(_CHUNK):
+            yield chunk
+
+    def __len__(self):
+        return self._length
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    # One session serves every user: a cookie fal sets for one must never go out with another's.
+    def set_ok(self, cookie, request):
+        return False
+
+    def return_ok(self, cookie, request):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The extension
+
+
+class FalProxy:
+    """fal's credential proxy as a Flask extension: one route, any method, JSON errors.
+
+    ``hosts`` (optional) is a callable returning a :class:`~falweb.hosts.Hosts` for the current
+    request; without it ``FAL_PROXY_UPSTREAM`` decides (None = fal itself).
+
+    Hooks, registered with decorators and run in registration order:
+
+    - ``@proxy.authorize`` ``f(request)``: None = no opinion, True = allowed (later hooks
+      skipped), False = 401, anything else = the response to send (any Flask view return value).
+    - ``@proxy.before_forward`` ``f(request, target_url, headers)``: may change ``headers`` (the
+      dict about to go upstream) or return a response to send instead, e.g. a 429.
+    - ``@proxy.after_response`` ``f(request, target_url, upstream)``: sees the upstream
+      ``requests.Response`` once its status and headers are in; its body is still to be
+      streamed to the caller, so the hook must not read it. Return value ignored.
+    """
+
+    def __init__(self, app=None, hosts=None):
+        self.hosts = hosts
+        self.authorize_hooks = []
+        self.before_forward_hooks = []
+        self.after_response_hooks = []
+        self._session = None
+        self._session_lock = threading.Lock()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app):
+        """Register the extension and its blueprint on ``app``; set missing ``FAL_PROXY_*`` keys.
+
+        :raise ValueError: a ``FAL_PROXY_*`` value is unusable (named in the message).
+        """
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, list(value) if isinstance(value, list) else value)
+        _check_config(app.config)
+        app.extensions["fal_proxy"] = self
+        bp = Blueprint("fal_proxy", __name__)
+        bp.add_url_rule(
+            app.config["FAL_PROXY_ROUTE"], "proxy", self._view, methods=_METHODS
+        )
+        app.register_blueprint(bp)
+
+    # Hook decorators -------------------------------------------------------------------------
+
+    def authorize(self, f):
+        """Register ``f(request) -> None | True | False | response`` (see the class docstring)."""
+        self.authorize_hooks.append(f)
+        return f
+
+    def before_forward(self, f):
+        """Register ``f(request, target_url, headers) -> None | response``."""
+        self.before_forward_hooks.append(f)
+        return f
+
+    def after_response(self, f):
+        """Register ``f(request, target_url, upstream_response)``."""
+        self.after_response_hooks.append(f)
+        return f
+
+    # The view --------------------------------------------------------------------------------
+
+    def _view(self):
+        """Forward the request to ``x-fal-target-url`` and stream fal's answer back.
+
+        Returns the upstream status, headers (minus hop-by-hop, length and encoding) and body.
+
+        :raise 400: missing or invalid target. :raise 401: not authorized or no server key.
+        :raise 403: endpoint not allowed. :raise 413: body too large.
+        :raise 502: upstream unreachable. :raise 504: upstream timed out.
+        """
+        config = current_app.config
+        started = time.perf_counter()
+        where = "-"
+        try:
+            if request.method == "OPTIONS":
+                return self._cors(self._preflight(config), config)
+            host, path, query = parse_target(_single_target(request))
+            where = host + path
+            response = self._forward(config, host, path, query, started)
+        except ProxyError as err:
+            response = err.get_response()
+            _log(request.method, where, response.status_code, started)
+        return self._cors(response, config)
+
+    def _forward(self, config, host, path, query, started):
+        target_url = f"https://{host}{path}" + (f"?{query}" if query else "")
+        method = request.method
+        if not url_matcher(config["FAL_PROXY_ALLOWED_URL_PATTERNS"])(
+            host + path + (f"?{query}" if query else "")
+        ):
+            raise _invalid("the target URL is not in FAL_PROXY_ALLOWED_URL_PATTERNS")
+        endpoints = config["FAL_PROXY_ALLOWED_ENDPOINTS"]
+        if endpoints and _endpoint_checked(host, method):
+            if not url_matcher(endpoints)(path.lstrip("/")):
+                raise ProxyError(403, "Forbidden", "this endpoint is not allowed")
+
+        limit = config["FAL_PROXY_MAX_BODY_BYTES"]
+        length = request.content_length
+        if limit is not None and length is not None and length > limit:
+            raise _too_large(limit)
+
+        hosts = self._hosts(config)
+        try:
+            upstream_url = hosts.resolve(target_url)
+        except ValueError:
+            raise _invalid("the target host has no upstream") from None
+
+        current = request._get_current_object()
+        denied = self._authorize(current, config)
+        if denied is not None:
+            return denied
+
+        headers = self._upstream_headers(config, hosts)
+        for hook in self.before_forward_hooks:
+            rv = hook(current, target_url, headers)
+            if rv is not None:
+                return current_app.make_response(rv)
+
+        body = None
+        if method not in _BODYLESS and (length or _is_chunked(request)):
+            try:
+                stream = request.stream
+            except RequestEntityTooLarge:
+                raise _too_large(limit) from None
+            body = _RequestBody(stream, length, limit)
+            if not length:
+                body = iter(body)  # unknown length: chunked upstream as well
+
+        try:
+            upstream = self._get_session().request(
+                method,
+                upstream_url,
+                headers=headers,
+                data=body,
+                stream=True,
+                allow_redirects=False,
+                timeout=_timeout(config["FAL_PROXY_TIMEOUT"]),
+            )
+        except _BodyTooLarge:
+            raise _too_large(limit) from None
+        except requests.Timeout:
+            raise ProxyError(504, "Gateway Timeout", "fal did not answer in time") from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if getattr(body, "too_large", False) or _body_too_large(exc):
+                raise _too_large(limit) from None
+            # The exception text names the upstream URL (queries may hold tokens): never echo it.
+            raise ProxyError(502, "Bad Gateway", "fal could not be reached") from None
+        except ClientDisconnected:
+            raise ProxyError(400, "Bad Request", "the request body ended early") from None
+
+        try:
+            for hook in self.after_response_hooks:
+                hook(current, target_url, upstream)
+        except BaseException:
+            upstream.close()
+            raise
+        return self._relay(upstream, hosts, method, host + path, started)
+
+    def _authorize(self, current, config):
+        for hook in self.authorize_hooks:
+            rv = hook(current)
+            if rv is None:
+                continue
+            if rv is True:
+                return None
+            if rv is False:
+                raise ProxyError(401, "Unauthorized", "the proxy refused this request")
+            return current_app.make_response(rv)
+        if not config["FAL_PROXY_ALLOW_UNAUTHORIZED"]:
+            raise ProxyError(401, "Unauthorized", "the proxy refused this request")
+        return None
+
+    def _upstream_headers(self, config, hosts):
+        headers = {
+            name.lower(): value
+            for name, value in request.headers.items()
+            if name.lower().startswith("x-fal-") and name.lower() not in _NOT_FORWARDED_FAL
+        }
+        headers["user-agent"] = request.headers.get("User-Agent") or PROXY_ID
+        headers["accept"] = request.headers.get("Accept") or "application/json"
+        headers["content-type"] = request.headers.get("Content-Type") or "application/json"
+        # Decoding gzip here only to drop Content-Encoding costs CPU and delays SSE events.
+        headers["accept-encoding"] = "identity"
+        headers[CLIENT_PROXY_HEADER] = PROXY_ID
+
+        client_auth = request.headers.get("Authorization")
+        key = credentials_from(config) or credentials_from(os.environ)
+        if config["FAL_PROXY_FORWARD_CLIENT_AUTHORIZATION"] and client_auth:
+            headers["authorization"] = client_auth
+        elif key:
+            headers["authorization"] = f"Key {key}"
+        elif not getattr(hosts, "is_local", False):
+            # fal answers 401 anyway; saying so here tells the operator what is missing.
+            raise ProxyError(401, "Unauthorized", "the proxy has no fal credentials configured")
+        return headers
+
+    def _relay(self, upstream, hosts, method, where, started):
+        headers = _relay_headers(upstream, hosts, self._secrets())
+        status = upstream.status_code
+        ttfb = time.perf_counter() - started
+
+        state = {"completed": False, "closed": False}
+
+        def close():
+            if not state["closed"]:
+                state["closed"] = True
+                upstream.close()
+                _log(method, where, status, started, ttfb, state["completed"])
+
+        def body():
+            # read1 hands over whatever has arrived, so each SSE event goes out as it comes.
+            try:
+                if method != "HEAD":
+                    while chunk := upstream.raw.read1(_CHUNK, decode_content=True):
+                        yield chunk
+                state["completed"] = True
+            finally:
+                close()
+
+        response = Response(body(), status=status, headers=headers, direct_passthrough=True)
+        # A body the server never iterates (HEAD, aborted responses) still frees the connection.
+        response.call_on_close(close)
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            del response.headers["Content-Type"]
+        return response
+
+    def _preflight(self, config):
+        response = Response(status=204)
+        response.headers["Allow"] = ", ".join(_METHODS)
+        origin = request.headers.get("Origin")
+        if origin and _origin_allowed(origin, config):
+            response.headers["Access-Control-Allow-Methods"] = ", ".join(_METHODS)
+            asked = request.headers.get("Access-Control-Request-Headers", "")
+            allowed = [
+                name.strip()
+                for name in asked.split(",")
+                if name.strip().lower() in _CORS_SAFE_HEADERS
+                or name.strip().lower().startswith("x-fal-")
+            ]
+            if allowed:
+                response.headers["Access-Control-Allow-Headers"] = ", ".join(allowed)
+            response.headers["Access-Control-Max-Age"] = str(config["FAL_PROXY_CORS_MAX_AGE"])
+        return response
+
+    def _cors(self, response, config):
+        if not config["FAL_PROXY_CORS_ORIGINS"]:
+            return response
+        response.vary.add("Origin")
+        origin = request.headers.get("Origin")
+        if origin and _origin_allowed(origin, config):
+            wildcard = config["FAL_PROXY_CORS_ORIGINS"] in ("*", ["*"])
+            response.headers["Access-Control-Allow-Origin"] = "*" if wildcard else origin
+            # Without it browsers hide x-fal-request-id and 1.x clients report requestId "".
+            response.headers["Access-Control-Expose-Headers"] = "x-fal-request-id"
+        return response
+
+    # Helpers ---------------------------------------------------------------------------------
+
+    def _hosts(self, config):
+        if self.hosts is not None:
+            return self.hosts()
+        return Hosts(config["FAL_PROXY_UPSTREAM"] or None)
+
+    def _secrets(self):
+        config = current_app.config
+        found = [credentials_from(config), credentials_from(os.environ)]
+        for key in ("FAL_KEY_SECRET",):
+            found += [config.get(key), os.environ.get(key)]
+        return [s for s in found if s]
+
+    def _get_session(self):
+        # Created on first use, not in init_app, so gunicorn workers never share sockets
+        # opened before the fork.
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    session = requests.Session()
+                    # No proxies, .netrc credentials or CA overrides taken from the environment:
+                    # the upstream and its Authorization are exactly what this module decides.
+                    session.trust_env = False
+                    session.headers.clear()
+                    session.cookies.set_policy(_NoCookies())
+                    adapter = HTTPAdapter(
+                        pool_connections=8, pool_maxsize=64, max_retries=0
+                    )
+                    session.mount("https://", adapter)
+                    session.mount("http://", adapter)
+                    self._session = session
+        return self._session
+
+
+def _single_target(req):
+    values = req.headers.getlist(TARGET_URL_HEADER)
+    if len(values) > 1:
+        raise _invalid("more than one x-fal-target-url header")
+    return values[0].strip() if values else ""
+
+
+def _relay_headers(upstream, hosts, secrets):
+    connection_named = {
+        token.strip().lower()
+        for value in upstream.raw.headers.getlist("connection")
+        for token in value.split(",")
+    }
+    headers = []
+    for name, value in upstream.raw.headers.items():
+        lower = name.lower()
+        if lower in _NOT_RELAYED or lower in connection_named:
+            continue
+        if lower.startswith("access-control-"):
+            continue  # the proxy's own CORS policy applies, not fal's
+        if lower == "location":
+            value = _safe_location(value, hosts)
+            if value is None:
+                continue
+        if any(secret in value for secret in secrets):
+            continue  # belt and braces: an upstream echoing the key must not leak it
+        headers.append((name, value))
+    return headers
+
+
+def _safe_location(value, hosts):
+    # Redirects are never followed; a Location survives only if it names fal itself, so a
+    # hostile upstream cannot send the caller anywhere else.
+    canonical = hosts.canonical(value) if hasattr(hosts, "canonical") else value
+    try:
+        parse_target(canonical)
+    except ProxyError:
+        return None
+    return canonical
+
+
+def _origin_allowed(origin, config):
+    allowed = config["FAL_PROXY_CORS_ORIGINS"]
+    if allowed in ("*", ["*"]):
+        return True
+    if isinstance(allowed, str):
+        allowed = [allowed]
+    return origin in allowed
+
+
+def _is_chunked(req):
+    return "chunked" in req.headers.get("Transfer-Encoding", "").lower()
+
+
+def _body_too_large(exc):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, _BodyTooLarge):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _too_large(limit):
+    return ProxyError(
+        413, "Payload Too Large", f"the request body is larger than {limit} bytes"
+    )
+
+
+def _timeout(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return value
+
+
+def _check_config(config):
+    for key in ("FAL_PROXY_ALLOWED_URL_PATTERNS", "FAL_PROXY_ALLOWED_ENDPOINTS"):
+        value = config[key]
+        if isinstance(value, str) or not all(isinstance(p, str) for p in value):
+            raise ValueError(f"{key} must be a list of glob strings")
+    if not str(config["FAL_PROXY_ROUTE"]).startswith("/"):
+        raise ValueError("FAL_PROXY_ROUTE must start with '/'")
+    upstream = config["FAL_PROXY_UPSTREAM"]
+    if upstream and not str(upstream).startswith(("http://", "https://")):
+        raise ValueError("FAL_PROXY_UPSTREAM must be None or an http(s) base URL")
+    limit = config["FAL_PROXY_MAX_BODY_BYTES"]
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ValueError("FAL_PROXY_MAX_BODY_BYTES must be None or a byte count")
+
+
+def _log(method, where, status, started, ttfb=None, completed=True):
+    # Host and path only: queries may carry fal_jwt_token, and headers carry the key.
+    total = (time.perf_counter() - started) * 1000
+    if ttfb is None:
+        logger.info("%s %s %s %.1fms", method, where, status, total)
+    else:
+        logger.info(
+            "%s %s %s %.1fms (first byte %.1fms)%s",
+            method,
+            where,
+            status,
+            total,
+            ttfb * 1000,
+            "" if completed else " incomplete",
+        )
+
+
+def init_app(app):
+    """Mount the proxy on the falweb app, forwarding to its backend (fal or the local runtime)."""
+    from falweb import backend
+
+    FalProxy(app, hosts=backend.hosts)
