@@ -25,6 +25,7 @@ def create_local_app(config=None):
     """The local runtime's WSGI app, its workers started. ``config``: FALWEB_LOCAL_* keys."""
     from falweb.local import errors
     from falweb.local import queue_api
+    from falweb.local import realtime_api
     from falweb.local import run_api
     from falweb.local import storage_api
     from falweb.local import tokens_api
@@ -41,7 +42,10 @@ def create_local_app(config=None):
     runtime = Runtime(app.config)
     app.extensions["falweb_local"] = runtime
     errors.init_app(app)
-    for bp in (queue_api.bp, run_api.bp, storage_api.rest_bp, storage_api.cdn_bp, tokens_api.bp):
+    # The websocket route first: /run/<id>/realtime must not fall to the HTTP run route.
+    realtime_api.sock.init_app(app)
+    for bp in (realtime_api.bp, queue_api.bp, run_api.bp, storage_api.rest_bp,
+               storage_api.cdn_bp, tokens_api.bp):
         app.register_blueprint(bp)
 
     @app.get("/healthz")
