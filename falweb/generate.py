@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from falweb.client import ApiError
 from falweb.client import FalClient
+from falweb.client import FalConnectionError
 from falweb.client import FalError
 from falweb.client import ValidationError
 from falweb.client.transport import credentials_from_env
@@ -172,10 +173,15 @@ def main(args, client=None, stdout=None, stderr=None):
             paths.append(path)
     except ValidationError as exc:
         fields = ", ".join(dict.fromkeys(exc.fields)) or "input"
-        print(f"error: invalid input ({fields}): {exc}", file=stderr)
+        print(f"error: invalid input ({fields}): {exc.details or exc.message}", file=stderr)
         return 1
     except ApiError as exc:
         print(f"error: the request failed with HTTP {exc.status}: {exc.message}", file=stderr)
+        return 1
+    except FalConnectionError as exc:
+        hint = " (is `falweb serve` running? FALWEB_LOCAL_URL names another runtime)" \
+            if client.hosts.is_local and not client.proxy_url else ""
+        print(f"error: {exc}{hint}", file=stderr)
         return 1
     except (FalError, ValueError, OSError, binascii.Error) as exc:
         print(f"error: {exc}", file=stderr)

@@ -387,7 +387,8 @@ def test_multipart_upload_sends_numbered_parts_then_complete(monkeypatch, tmp_pa
     assert b"".join(p.recorded_body for p in parts) == data
     assert all("Authorization" not in p.headers and "x-fal-target-url" not in p.headers
                for p in parts)
-    assert (complete.method, complete.url) == ("POST", "https://upload.example/mp/abc/complete?sig=1")
+    assert (complete.method, complete.url) == \
+        ("POST", "https://upload.example/mp/abc/complete?sig=1")
     assert json.loads(complete.recorded_body) == {"parts": [
         {"partNumber": n, "etag": f"etag-{n}"} for n in (1, 2, 3)]}
 

@@ -75,13 +75,19 @@ class ValidationError(ApiError):
         """Names of the offending fields (the last ``loc`` element of each error)."""
         return [str((e.get("loc") or ["body"])[-1]) for e in self.field_errors]
 
-    def __str__(self):
+    @property
+    def details(self):
+        """The field errors as one line: ``image_size.height: Must be ...; prompt: ...``."""
         parts = []
         for error in self.field_errors:
             loc = [str(p) for p in error.get("loc") or [] if p != "body"]
-            where = ".".join(loc) or "input"
-            parts.append(f"{where}: {error.get('msg', 'invalid')}")
-        return f"{self.message}: {'; '.join(parts)}" if parts else self.message
+            parts.append(f"{'.'.join(loc) or 'input'}: {error.get('msg', 'invalid')}")
+        return "; ".join(parts)
+
+    def __str__(self):
+        details = self.details
+        return f"{self.message}: {details}" if details and details != self.message else \
+            self.message
 
 
 class FalTimeoutError(FalError, TimeoutError):
