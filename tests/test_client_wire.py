@@ -499,7 +499,7 @@ def test_connection_errors_are_retried_for_gets_only():
     def handler(request):
         attempts.append(request.method)
         if len(attempts) < 3:
-            raise requests.exceptions.ConnectionError("[Errno 111] Connection refused")
+            raise requests.exceptions.ConnectionError("[Errno 104] Connection reset by peer")
         return default_handler(request)
 
     client, _ = make(handler)
@@ -508,9 +508,24 @@ def test_connection_errors_are_retried_for_gets_only():
     attempts.clear()
     from falweb.client import FalConnectionError
 
-    with pytest.raises(FalConnectionError, match="Cannot reach fal.run: connection refused"):
+    with pytest.raises(FalConnectionError, match="Cannot reach fal.run: connection reset"):
         client.run("fal-ai/x", {})
     assert attempts == ["POST"]
+
+
+def test_a_refused_connection_fails_at_once_even_for_gets():
+    attempts = []
+
+    def handler(request):
+        attempts.append(request.method)
+        raise requests.exceptions.ConnectionError("[Errno 111] Connection refused")
+
+    client, _ = make(handler)
+    from falweb.client import FalConnectionError
+
+    with pytest.raises(FalConnectionError, match="Cannot reach queue.fal.run: connection refused"):
+        client.queue.status("fal-ai/flux", RID)
+    assert attempts == ["GET"]
 
 
 # -- errors (§10, §14) -------------------------------------------------------------------------

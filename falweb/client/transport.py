@@ -210,7 +210,10 @@ class Transport:
                 )
             except requests.exceptions.RequestException as exc:
                 is_timeout = isinstance(exc, requests.exceptions.ReadTimeout)
-                wait = self._next_wait(retry, attempt, None, deadline)
+                # Nothing listening: waiting seconds between tries would only delay the
+                # error a person needs to see (fail fast). Resets and timeouts are retried.
+                refused = "connection refused" in str(exc).lower()
+                wait = None if refused else self._next_wait(retry, attempt, None, deadline)
                 if wait is None:
                     host = _host_of(target)
                     if is_timeout:
