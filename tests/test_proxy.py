@@ -8,9 +8,14 @@ that must never happen. The official JS clients against the real local runtime a
 
 import http.client
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -872,3 +877,56 @@ def test_one_log_line_per_request_without_query(upstream, proxy_app, caplog):
     assert "GET queue.fal.run/fal-ai/x/requests/1/status 200" in records[0].getMessage()
     assert records[1].getMessage().startswith("POST - 400")
     assert "SECRET" not in caplog.text
+
+
+# --- Under gunicorn --------------------------------------------------------------------------
+
+
+def gunicorn_app(upstream_url):
+    """WSGI factory for gunicorn: ``tests.test_proxy:gunicorn_app('http://...')``."""
+    return make_app(upstream_url, FAL_PROXY_MAX_BODY_BYTES=1_000_000)
+
+
+@pytest.mark.slow
+def test_under_gunicorn_gthread(upstream, attacker):
+    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable))
+    if gunicorn is None:
+        pytest.skip("gunicorn is not installed in this environment")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            gunicorn,
+            "-k", "gthread", "--threads", "4", "-w", "1",
+            "-b", f"127.0.0.1:{port}",
+            f"tests.test_proxy:gunicorn_app({upstream.url!r})",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        server = SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port)
+        test_sse_events_arrive_before_upstream_finishes(upstream, server)
+        upstream.hits.clear()
+        body = bytes(range(256)) * 1000
+        assert call(server, "https://fal.run/fal-ai/a", data=body).status_code == 200
+        assert upstream.hits[-1]["body"] == body
+        chunks = (b"x" * 100_000 for _ in range(20))
+        assert call(server, "https://fal.run/fal-ai/a", data=chunks).status_code == 413
+        assert call(server, f"https://fal.run@{attacker.url[7:]}/").status_code == 400
+        assert attacker.hits == []
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert TEST_FAL_KEY not in err
