@@ -33,16 +33,31 @@ def no_env(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(scope="module")
+def shared_runtime(tmp_path_factory):
+    """One fast local runtime for this module's stateless tests (each fixture start/stop
+    costs about a second, which a test per request would pay many times over)."""
+    from falweb.local import create_local_app
+
+    app = create_local_app({"TESTING": True, "FALWEB_LOCAL_STEP_DELAY": 0.0,
+                            "FALWEB_LOCAL_WORKERS": 2,
+                            "FALWEB_INSTANCE_PATH": str(tmp_path_factory.mktemp("runtime"))})
+    server = ServerThread(app)
+    yield server
+    server.shutdown()
+    app.extensions["falweb_local"].close()
+
+
 @pytest.fixture
-def fal_client(local_runtime):
-    with FalClient(hosts=Hosts(local_runtime.url), poll_interval=0.02) as client:
+def fal_client(shared_runtime):
+    with FalClient(hosts=Hosts(shared_runtime.url), poll_interval=0.02) as client:
         yield client
 
 
 @pytest.fixture
-def default_fal(local_runtime):
+def default_fal(shared_runtime):
     """The module-level API pointed at the runtime, restored afterwards."""
-    fal.config(hosts=Hosts(local_runtime.url), poll_interval=0.02)
+    fal.config(hosts=Hosts(shared_runtime.url), poll_interval=0.02)
     yield fal
     fal.config(hosts=None, credentials=None, proxy_url=None, poll_interval=0.5)
 
@@ -80,8 +95,8 @@ def test_seed_subscribe_realistic_vision_with_logs(default_fal, slow_runtime, ca
     assert "Step" in capsys.readouterr().out
 
 
-def test_seed_config_credentials_are_sent_to_whatever_backend_is_configured(local_runtime):
-    client = FalClient(credentials="YOUR_FAL_KEY", hosts=Hosts(local_runtime.url))
+def test_seed_config_credentials_are_sent_to_whatever_backend_is_configured(shared_runtime):
+    client = FalClient(credentials="YOUR_FAL_KEY", hosts=Hosts(shared_runtime.url))
     assert client.run("fal-ai/fast-sdxl", {"prompt": "a cat", **SMALL})["images"]
 
 
@@ -147,7 +162,7 @@ def test_subscribe_without_logs_gets_empty_logs(fal_client):
     assert all(u.logs == [] for u in updates)
 
 
-def test_polling_never_overlaps_and_honours_the_interval(local_runtime, slow_runtime):
+def test_polling_never_overlaps_and_honours_the_interval(slow_runtime):
     client = FalClient(hosts=Hosts(slow_runtime.url))
     times = []
     client.subscribe("fal-ai/fast-sdxl", {"prompt": "x", **SMALL}, poll_interval=0.1,

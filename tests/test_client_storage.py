@@ -17,6 +17,7 @@ from PIL import Image
 import falweb.client.storage_api as storage_api
 from falweb.client import FalClient
 from falweb.hosts import Hosts
+from falweb.serving import ServerThread
 
 
 @pytest.fixture(autouse=True)
@@ -25,9 +26,24 @@ def no_env(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(scope="module")
+def shared_runtime(tmp_path_factory):
+    """One fast local runtime for this module's stateless tests (each fixture start/stop
+    costs about a second, which a test per request would pay many times over)."""
+    from falweb.local import create_local_app
+
+    app = create_local_app({"TESTING": True, "FALWEB_LOCAL_STEP_DELAY": 0.0,
+                            "FALWEB_LOCAL_WORKERS": 2,
+                            "FALWEB_INSTANCE_PATH": str(tmp_path_factory.mktemp("runtime"))})
+    server = ServerThread(app)
+    yield server
+    server.shutdown()
+    app.extensions["falweb_local"].close()
+
+
 @pytest.fixture
-def fal_client(local_runtime):
-    with FalClient(hosts=Hosts(local_runtime.url), poll_interval=0.02) as client:
+def fal_client(shared_runtime):
+    with FalClient(hosts=Hosts(shared_runtime.url), poll_interval=0.02) as client:
         yield client
 
 
@@ -143,6 +159,7 @@ _MEASURE = textwrap.dedent("""
     import json, pathlib, resource, sys, tracemalloc
     from falweb.client import FalClient
     from falweb.hosts import Hosts
+from falweb.serving import ServerThread
     client = FalClient(hosts=Hosts(sys.argv[1]), timeout=120)
     client.storage.upload(b"warm up")  # imports, connection pool
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
