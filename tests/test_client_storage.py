@@ -159,7 +159,6 @@ _MEASURE = textwrap.dedent("""
     import json, pathlib, resource, sys, tracemalloc
     from falweb.client import FalClient
     from falweb.hosts import Hosts
-from falweb.serving import ServerThread
     client = FalClient(hosts=Hosts(sys.argv[1]), timeout=120)
     client.storage.upload(b"warm up")  # imports, connection pool
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
