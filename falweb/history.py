@@ -253,7 +253,9 @@ def refresh(client, row, db=None):
             error=error_of(exc),
         )
         return get(request_id, db=db)
-    update(request_id, db=db, status="COMPLETED", queue_position=None, logs=logs, result=dict(result))
+    update(
+        request_id, db=db, status="COMPLETED", queue_position=None, logs=logs, result=dict(result)
+    )
     return get(request_id, db=db)
 
 

@@ -47,6 +47,8 @@ JS_SAFE_INTEGER = 2**53 - 1
 
 TRUE_STRINGS = frozenset({"on", "true", "1", "yes"})
 _ROW_KEY = re.compile(r"(?P<index>\d{1,6})-(?P<sub>[A-Za-z_]\w*)")
+# "Step 12/28", "12/28 [00:03<00:05]": the step counters diffusion runners log (local, tqdm).
+_STEP = re.compile(r"(?<![\d.])(?P<step>\d{1,5})\s*/\s*(?P<total>\d{1,5})(?![\d.])")
 
 
 def init_app(app):
@@ -267,6 +269,7 @@ def _render_form(endpoint, fields, values, errors=None, upstream_error=None, sta
         "blank_rows": _blank_rows,
         "uses_text_box": _uses_text_box,
         # An error inside the folded "Advanced" group must not stay hidden.
+        "labels": {f.name: f.label for f in fields},
         "open_advanced": any(
             key.split(".")[0] in {f.name for f in fields if f.advanced} for key in errors or {}
         ),
@@ -410,12 +413,25 @@ def _status_context(row, poll_error=None):
         "elapsed": (row.get("finished") or now) - row["created"],
         "logs": row["logs"][-MAX_LOG_LINES:],
         "hidden_logs": max(len(row["logs"]) - MAX_LOG_LINES, 0),
+        "progress": _progress(row),
         "result": result,
         "images": _images(row, result),
         "raw_output": _shorten(result),
         "poll_error": poll_error,
         "synthetic": row["backend"] == "local",
     }
+
+
+def _progress(row):
+    """(step, total) from the newest log line that counts steps, while the request runs."""
+    if row["status"] != "IN_PROGRESS":
+        return None
+    for line in reversed(row["logs"][-20:]):
+        message = line.get("message") if isinstance(line, dict) else None
+        match = _STEP.search(message) if isinstance(message, str) else None
+        if match and 0 < int(match["step"]) <= int(match["total"]):
+            return int(match["step"]), int(match["total"])
+    return None
 
 
 def _images(row, result):
@@ -499,7 +515,8 @@ def status(request_id):
     """
     row, poll_error = _poll(_row_or_404(request_id))
     if not htmx.is_htmx():
-        return htmx.vary(make_response(render_template("pages/request.html", **_status_context(row, poll_error))))
+        page = render_template("pages/request.html", **_status_context(row, poll_error))
+        return htmx.vary(make_response(page))
     return _status_response(row, poll_error)
 
 

@@ -1,0 +1,240 @@
+"""The whole flow in headless Chromium, with CSRF on, as a person would use it.
+
+catalog → form → bad input shows the errors → good input → status updates → images
+shown → re-run → history lists both → cancel a slow job. Screenshots go to ``test-artifacts/``.
+"""
+
+import re
+import time
+
+import pytest
+
+from falweb import create_app
+from falweb.serving import ServerThread
+from tests import browser as chromium
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REQUEST_URL = re.compile(r"/requests/(?P<request_id>[0-9a-zA-Z-]+)$")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    reason = chromium.missing_reason()
+    if reason:
+        print(f"skipping browser tests: {reason}")
+        pytest.skip(reason)
+    instance = chromium.Browser()
+    yield instance
+    instance.quit()
+
+
+def serve(tmp_path, step_delay):
+    app = create_app(
+        {
+            "TESTING": True,
+            "FALWEB_INSTANCE_PATH": str(tmp_path / f"instance-{step_delay}"),
+            "FALWEB_BACKEND": "local",
+            "FALWEB_LOCAL_STEP_DELAY": step_delay,
+            "FALWEB_LOCAL_WORKERS": 2,
+            # CSRF stays on: the browser must carry the token in forms and htmx headers.
+        }
+    )
+    server = ServerThread(app)
+    app.config["FALWEB_SELF_URL"] = server.url
+    server.app = app
+    return server
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = serve(tmp_path, 0.1)
+    yield server
+    server.shutdown()
+    server.app.extensions["falweb"]["local_app"].extensions["falweb_local"].close()
+
+
+@pytest.fixture
+def slow_server(tmp_path):
+    server = serve(tmp_path, 0.3)
+    yield server
+    server.shutdown()
+    server.app.extensions["falweb"]["local_app"].extensions["falweb_local"].close()
+
+
+def wait(driver, condition, timeout=15, message="condition"):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(
+        lambda d: condition(d), message=message
+    )
+
+
+def css(driver, selector):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def css_all(driver, selector):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def status_of(driver):
+    try:
+        return css(driver, "section.status").get_attribute("data-status")
+    except Exception:  # noqa: BLE001 - mid-swap the element may be gone for an instant
+        return None
+
+
+def wait_for_request_page(driver, previous=None):
+    wait(
+        driver,
+        lambda d: REQUEST_URL.search(d.current_url)
+        and REQUEST_URL.search(d.current_url)["request_id"] != previous,
+        message="a new request page",
+    )
+    return REQUEST_URL.search(driver.current_url)["request_id"]
+
+
+def wait_images_loaded(driver):
+    def loaded(d):
+        images = css_all(d, ".images img")
+        return images and all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+            for img in images
+        )
+
+    wait(driver, loaded, message="images loaded")
+    return css_all(driver, ".images img")
+
+
+def fill(element, text):
+    element.clear()
+    element.send_keys(text)
+
+
+def test_generate_flow(browser, server):
+    driver = browser.driver
+
+    # catalog
+    driver.get(server.url + "/")
+    assert "backend: local" in css(driver, ".topbar").text
+    assert len(css_all(driver, "#catalog .card")) >= 6
+    browser.screenshot("catalog")
+
+    # form
+    css(driver, 'a[href="/models/fal-ai/fast-sdxl"]').click()
+    wait(driver, lambda d: d.current_url.endswith("/models/fal-ai/fast-sdxl"))
+    assert css(driver, "#input-prompt").get_attribute("required") is not None
+    browser.screenshot("form")
+
+    # bad input: htmx swaps the 422 form in place, with the messages beside the fields
+    fill(css(driver, "#input-num_images"), "99")
+    old_form = css(driver, "#model-form")
+    css(driver, "#model-form button[type=submit]").click()
+    wait(driver, lambda d: css_all(d, "#form-errors"), message="validation errors")
+    assert driver.current_url.endswith("/models/fal-ai/fast-sdxl")
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    with pytest.raises(StaleElementReferenceException):
+        old_form.is_displayed()  # swapped by htmx, not reloaded
+    assert "This field is required." in css(driver, "#field-prompt").text
+    assert "less than or equal to 8" in css(driver, "#field-num_images").text
+    browser.screenshot("form-errors")
+
+    # good input, with an advanced field and a LoRA row
+    fill(css(driver, "#input-prompt"), "a lighthouse on a cliff at dusk")
+    fill(css(driver, "#input-num_images"), "2")
+    css(driver, "details.advanced summary").click()
+    fill(css(driver, "#input-num_inference_steps"), "25")
+    fill(css(driver, "#input-seed"), "18446744073709551557")  # beyond 2**63 and 2**53
+    fill(css(driver, 'input[name="loras-0-path"]'), "https://example.test/style.safetensors")
+    css(driver, "#model-form button[type=submit]").click()
+    first = wait_for_request_page(driver)
+
+    # status updates: the partial is swapped while it runs, then the results arrive
+    seen = set()
+    swaps = 0
+    section = css(driver, "section.status")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = status_of(driver)
+        seen.add(state)
+        try:
+            section.get_attribute("id")
+        except StaleElementReferenceException:
+            swaps += 1
+            section = css(driver, "section.status")
+        if state == "IN_PROGRESS" and "request-running" not in seen:
+            seen.add("request-running")
+            browser.screenshot("request-running")
+        if state == "COMPLETED":
+            break
+        time.sleep(0.05)
+    assert status_of(driver) == "COMPLETED"
+    assert seen & {"IN_QUEUE", "IN_PROGRESS"}, seen
+    assert swaps >= 1
+    assert "Preview engine" in css(driver, "details.logs").get_attribute("textContent")
+
+    # images shown, labelled synthetic, with download links; the seed is exact
+    images = wait_images_loaded(driver)
+    assert len(images) == 2
+    assert images[0].get_attribute("loading") == "lazy"
+    assert len(css_all(driver, ".images .badge--synthetic")) == 2
+    assert css(driver, ".images figcaption a[download]").get_attribute("download").startswith(first)
+    assert css(driver, "#result-seed").text == "18446744073709551557"
+    assert '"seed": 18446744073709551557' in css(driver, "#input-json").text
+    # polling has stopped (286): nothing is swapped any more
+    section = css(driver, "section.status")
+    time.sleep(1.3)
+    assert section.get_attribute("data-status") == "COMPLETED"
+    browser.screenshot("request-done")
+
+    # re-run the same input
+    css(driver, 'button[name="seed"][value="same"]').click()
+    second = wait_for_request_page(driver, previous=first)
+    wait(driver, lambda d: status_of(d) == "COMPLETED", timeout=30, message="re-run done")
+    wait_images_loaded(driver)
+    assert css(driver, "#result-seed").text == "18446744073709551557"
+
+    # history lists both, newest first, with thumbnails
+    css(driver, 'a[href="/history"]').click()
+    wait(driver, lambda d: d.current_url.endswith("/history"))
+    rows = [row.get_attribute("id") for row in css_all(driver, "#history-list .history-row")]
+    assert rows[:2] == [f"history-{second}", f"history-{first}"]
+    assert len(css_all(driver, "#history-list .thumb img")) == 2
+    browser.screenshot("history")
+
+
+def test_nsfw_image_is_blurred_until_revealed(browser, server):
+    driver = browser.driver
+    driver.get(server.url + "/models/fal-ai/fast-sdxl")
+    fill(css(driver, "#input-prompt"), "nsfw test")
+    css(driver, "#model-form button[type=submit]").click()
+    wait_for_request_page(driver)
+    wait(driver, lambda d: status_of(d) == "COMPLETED", timeout=30, message="done")
+    image = wait_images_loaded(driver)[0]
+    assert "blur" in image.value_of_css_property("filter")
+    css(driver, ".reveal__label").click()
+    wait(driver, lambda d: image.value_of_css_property("filter") == "none", message="revealed")
+
+
+def test_cancel_a_slow_job(browser, slow_server):
+    driver = browser.driver
+    driver.get(slow_server.url + "/models/fal-ai/fast-sdxl")
+    fill(css(driver, "#input-prompt"), "a very slow painting")
+    css(driver, "details.advanced summary").click()
+    fill(css(driver, "#input-num_inference_steps"), "150")
+    css(driver, "#model-form button[type=submit]").click()
+    request_id = wait_for_request_page(driver)
+    wait(driver, lambda d: status_of(d) == "IN_PROGRESS", message="running")
+    css(driver, ".status__cancel button").click()
+    wait(driver, lambda d: status_of(d) == "CANCELLED", timeout=20, message="cancelled")
+    assert "Cancelled" in css(driver, "#status-label").text
+    browser.screenshot("request-cancelled")
+    driver.get(slow_server.url + "/history")
+    row = css(driver, f"#history-{request_id}")
+    assert row.get_attribute("data-status") == "CANCELLED"
