@@ -1,0 +1,90 @@
+"""Live mode: a browser-side websocket through the bridge to the local runtime's realtime."""
+
+import json
+
+import pytest
+import websocket
+
+from tests.conftest import TEST_FAL_KEY
+
+
+def connect(live_server, endpoint_id="fal-ai/fast-lcm-diffusion"):
+    url = live_server.url.replace("http://", "ws://") + f"/live/{endpoint_id}/ws"
+    return websocket.create_connection(url, timeout=15)
+
+
+def messages_until(ws, kind):
+    seen = []
+    while True:
+        message = json.loads(ws.recv())
+        seen.append(message)
+        if message["type"] == kind:
+            return seen
+
+
+def test_json_in_result_out_with_data_uri_images(live_server):
+    ws = connect(live_server)
+    try:
+        ws.send(json.dumps({"prompt": "a lighthouse", "image_size": "square",
+                            "num_inference_steps": 2, "seed": 9}))
+        seen = messages_until(ws, "result")
+        result = seen[-1]["result"]
+        assert result["seed"] == 9 and result["prompt"] == "a lighthouse"
+        assert result["images"][0]["url"].startswith("data:image/")
+        assert json.loads(ws.recv())["type"] == "timings"
+    finally:
+        ws.close()
+
+
+def test_invalid_input_answers_field_errors_and_is_not_sent(live_server):
+    ws = connect(live_server)
+    try:
+        ws.send(json.dumps({"prompt": "x", "num_images": "lots"}))
+        message = json.loads(ws.recv())
+        assert message["type"] == "invalid" and "num_images" in message["errors"]
+        ws.send("not json")
+        assert json.loads(ws.recv())["type"] == "invalid"
+    finally:
+        ws.close()
+
+
+def test_only_the_latest_input_is_kept_while_busy(app, live_server):
+    app.extensions["falweb"]["local_app"].extensions["falweb_local"].engine.step_delay = 0.1
+    ws = connect(live_server)
+    try:
+        for n in range(6):  # six quick edits while the first still runs (0.1 s × 4 steps)
+            ws.send(json.dumps({"prompt": f"edit {n}", "image_size": "square",
+                                "num_inference_steps": 4}))
+        prompts = []
+        while len(prompts) < 2:
+            message = json.loads(ws.recv())
+            if message["type"] == "result":
+                prompts.append(message["result"]["prompt"])
+        assert prompts == ["edit 0", "edit 5"]  # the stale middle edits were dropped
+    finally:
+        ws.close()
+
+
+def test_endpoints_without_realtime_are_refused(live_server, client):
+    ws = connect(live_server, "fal-ai/flux/dev")
+    try:
+        assert json.loads(ws.recv())["error"] == "NOT_FOUND"
+    finally:
+        ws.close()
+    assert client.get("/live/fal-ai/flux/dev").status_code == 404
+    page = client.get("/live/fal-ai/fast-lcm-diffusion")
+    assert page.status_code == 200 and b"live-form" in page.data
+    assert b"ynthetic" in page.data
+
+
+@pytest.mark.parametrize("endpoint_id", ["fal-ai/fast-lcm-diffusion"])
+def test_the_page_never_carries_the_key(tmp_path, monkeypatch, endpoint_id):
+    from falweb import create_app
+
+    monkeypatch.setenv("FAL_KEY", TEST_FAL_KEY)
+    app = create_app({"FALWEB_INSTANCE_PATH": str(tmp_path), "TESTING": True,
+                      "FALWEB_HISTORY_RECONCILE": False})
+    page = app.test_client().get(f"/live/{endpoint_id}")
+    assert page.status_code == 200
+    assert TEST_FAL_KEY.encode() not in page.data
+    assert TEST_FAL_KEY.split(":")[1].encode() not in page.data
