@@ -35,7 +35,9 @@ class ServerThread:
         self.port = self.server.server_port
         self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(
-            target=self.server.serve_forever, name=f"server-{self.port}", daemon=True
+            # A short poll makes shutdown() quick; tests start and stop many servers.
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+            name=f"server-{self.port}", daemon=True
         )
         self._thread.start()
 

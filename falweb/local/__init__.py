@@ -12,6 +12,7 @@ import os
 from flask import Flask
 from flask import jsonify
 from flask import request
+from werkzeug.http import HTTP_STATUS_CODES
 
 from falweb import config as settings
 
@@ -66,8 +67,13 @@ def create_local_app(config=None):
         return None
 
     @app.after_request
-    def cors(response):
+    def cors_and_reason(response):
         response.headers.update(CORS_HEADERS)
+        # fal's JS client shows the reason phrase as ApiError.message; Werkzeug upper-cases
+        # it ("UNPROCESSABLE ENTITY"), fal sends the HTTP/1.1 spelling.
+        reason = HTTP_STATUS_CODES.get(response.status_code)
+        if reason:
+            response.status = f"{response.status_code} {reason}"
         return response
 
     runtime.start()

@@ -1,0 +1,93 @@
+"""Deployment as the README says: gunicorn with gthread workers on wsgi:app."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+import websocket
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_KEY", "FALWEB_"))}
+    env.update({"FALWEB_INSTANCE_PATH": str(tmp_path / "instance"),
+                "FALWEB_LOCAL_STEP_DELAY": "0.01", "FALWEB_BIND": "127.0.0.1:0",
+                "FALWEB_GUNICORN_WORKERS": "2", "FALWEB_GUNICORN_THREADS": "8"})
+    log = tmp_path / "gunicorn.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                 "wsgi:app"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            text = log.read_text()
+            match = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", text)
+            booted = text.count("Booting worker")
+            if match and booted >= 2:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, text
+            time.sleep(0.1)
+        url = match.group(1)
+        deadline = time.monotonic() + 30
+        while True:  # workers load the app after they boot
+            try:
+                if requests.get(url + "/healthz", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.slow
+def test_gunicorn_serves_pages_queue_proxy_and_live(gunicorn):
+    url = gunicorn
+    health = requests.get(url + "/healthz", timeout=10).json()
+    assert health["backend"] == "local" and health["local"]["status"] == "ok"
+
+    # The queue, shared by both workers through SQLite: submit, then poll many times
+    # (consecutive requests land on either worker).
+    body = requests.post(url + "/local/queue/fal-ai/fast-sdxl",
+                         json={"prompt": "deployed", "num_inference_steps": 3,
+                               "image_size": "square"}, timeout=10).json()
+    deadline = time.monotonic() + 30
+    while requests.get(body["status_url"], timeout=10).json()["status"] != "COMPLETED":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    result = requests.get(body["response_url"], timeout=10).json()
+    assert requests.get(result["images"][0]["url"], timeout=10).status_code == 200
+
+    # The proxy blueprint, as fal's JS client calls it.
+    proxied = requests.post(url + "/api/fal/proxy",
+                            headers={"x-fal-target-url": "https://fal.run/fal-ai/fast-sdxl",
+                                     "content-type": "application/json"},
+                            data=json.dumps({"prompt": "via proxy", "num_inference_steps": 1,
+                                             "image_size": "square"}), timeout=30)
+    assert proxied.status_code == 200 and proxied.json()["prompt"] == "via proxy"
+
+    # A page that calls the embedded runtime from inside a gunicorn worker.
+    page = requests.get(url + "/", timeout=10)
+    assert page.status_code == 200 and "fal-ai/realistic-vision" in page.text
+
+    # Live mode: a websocket held by a gthread worker.
+    ws = websocket.create_connection(url.replace("http", "ws") + "/live/fal-ai/fast-lcm-diffusion/ws",
+                                     timeout=15)
+    try:
+        ws.send(json.dumps({"prompt": "live", "image_size": "square", "num_inference_steps": 1}))
+        while (message := json.loads(ws.recv()))["type"] != "result":
+            pass
+        assert message["result"]["prompt"] == "live"
+    finally:
+        ws.close()
