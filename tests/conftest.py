@@ -34,6 +34,38 @@ def local_runtime(local_config):
 
 
 @pytest.fixture
+def no_fal_env(monkeypatch):
+    """No fal key and no FALWEB_LOCAL_URL in the environment."""
+    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "FALWEB_LOCAL_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def shared_runtime(tmp_path_factory):
+    """One fast local runtime shared by a module's stateless tests (a start and stop costs
+    a good part of a second, which a runtime per test would pay many times over)."""
+    from falweb.local import create_local_app
+
+    app = create_local_app({"TESTING": True, "FALWEB_LOCAL_STEP_DELAY": 0.0,
+                            "FALWEB_LOCAL_WORKERS": 2,
+                            "FALWEB_INSTANCE_PATH": str(tmp_path_factory.mktemp("runtime"))})
+    server = ServerThread(app)
+    yield server
+    server.shutdown()
+    app.extensions["falweb_local"].close()
+
+
+@pytest.fixture
+def fal_client(shared_runtime):
+    """A falweb client on :func:`shared_runtime`, polling quickly."""
+    from falweb.client import FalClient
+    from falweb.hosts import Hosts
+
+    with FalClient(hosts=Hosts(shared_runtime.url), poll_interval=0.02) as client:
+        yield client
+
+
+@pytest.fixture
 def app(tmp_path):
     """The falweb app on the embedded local runtime (no key), not listening."""
     app = create_app(

@@ -15,36 +15,10 @@ import requests
 from PIL import Image
 
 import falweb.client.storage_api as storage_api
-from falweb.client import FalClient
-from falweb.hosts import Hosts
-from falweb.serving import ServerThread
 
 
-@pytest.fixture(autouse=True)
-def no_env(monkeypatch):
-    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "FALWEB_LOCAL_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def shared_runtime(tmp_path_factory):
-    """One fast local runtime for this module's stateless tests (each fixture start/stop
-    costs about a second, which a test per request would pay many times over)."""
-    from falweb.local import create_local_app
-
-    app = create_local_app({"TESTING": True, "FALWEB_LOCAL_STEP_DELAY": 0.0,
-                            "FALWEB_LOCAL_WORKERS": 2,
-                            "FALWEB_INSTANCE_PATH": str(tmp_path_factory.mktemp("runtime"))})
-    server = ServerThread(app)
-    yield server
-    server.shutdown()
-    app.extensions["falweb_local"].close()
-
-
-@pytest.fixture
-def fal_client(shared_runtime):
-    with FalClient(hosts=Hosts(shared_runtime.url), poll_interval=0.02) as client:
-        yield client
+# Keys or a local URL in the environment must not change what these tests talk to.
+pytestmark = pytest.mark.usefixtures("no_fal_env")
 
 
 def fetch(client, url):
