@@ -25,22 +25,22 @@ allowed, 413 body too large, 502 upstream unreachable, 504 upstream timed out. U
 Contract: ``reference/fal-protocol.md`` §12.5, the superset of fal's 0.x and 1.2 proxies.
 """
 
+import functools
 import http.cookiejar
 import logging
 import os
 import re
 import threading
 import time
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from flask import Blueprint
 from flask import Response
 from flask import current_app
 from flask import jsonify
 from flask import request
+from requests.adapters import HTTPAdapter
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -174,6 +174,16 @@ def url_matcher(patterns):
     """
     compiled = [re.compile(_glob_to_regex(p)) for p in patterns]
     return lambda text: any(regex.fullmatch(text) for regex in compiled)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_matcher(patterns):
+    return url_matcher(patterns)
+
+
+def _matcher(patterns):
+    # Config holds lists (unhashable): compile each distinct list once, not on every request.
+    return _cached_matcher(tuple(patterns))
 
 
 def _glob_to_regex(pattern):
@@ -353,9 +363,7 @@ class FalProxy:
         _check_config(app.config)
         app.extensions["fal_proxy"] = self
         bp = Blueprint("fal_proxy", __name__)
-        bp.add_url_rule(
-            app.config["FAL_PROXY_ROUTE"], "proxy", self._view, methods=_METHODS
-        )
+        bp.add_url_rule(app.config["FAL_PROXY_ROUTE"], "proxy", self._view, methods=_METHODS)
         app.register_blueprint(bp)
 
     # Hook decorators -------------------------------------------------------------------------
@@ -403,13 +411,13 @@ class FalProxy:
     def _forward(self, config, host, path, query, started):
         target_url = f"https://{host}{path}" + (f"?{query}" if query else "")
         method = request.method
-        if not url_matcher(config["FAL_PROXY_ALLOWED_URL_PATTERNS"])(
+        if not _matcher(config["FAL_PROXY_ALLOWED_URL_PATTERNS"])(
             host + path + (f"?{query}" if query else "")
         ):
             raise _invalid("the target URL is not in FAL_PROXY_ALLOWED_URL_PATTERNS")
         endpoints = config["FAL_PROXY_ALLOWED_ENDPOINTS"]
         if endpoints and _endpoint_checked(host, method):
-            if not url_matcher(endpoints)(path.lstrip("/")):
+            if not _matcher(endpoints)(path.lstrip("/")):
                 raise ProxyError(403, "Forbidden", "this endpoint is not allowed")
 
         limit = config["FAL_PROXY_MAX_BODY_BYTES"]
@@ -424,25 +432,27 @@ class FalProxy:
             raise _invalid("the target host has no upstream") from None
 
         current = request._get_current_object()
-        denied = self._authorize(current, config)
-        if denied is not None:
-            return denied
+        answer = self._authorize(current, config)
+        if answer is None:
+            headers = self._upstream_headers(config, hosts)
+            for hook in self.before_forward_hooks:
+                rv = hook(current, target_url, headers)
+                if rv is not None:
+                    answer = current_app.make_response(rv)
+                    break
+        if answer is not None:
+            _log(method, host + path, answer.status_code, started)
+            return answer
 
-        headers = self._upstream_headers(config, hosts)
-        for hook in self.before_forward_hooks:
-            rv = hook(current, target_url, headers)
-            if rv is not None:
-                return current_app.make_response(rv)
-
-        body = None
+        body = counted = None
         if method not in _BODYLESS and (length or _is_chunked(request)):
             try:
                 stream = request.stream
             except RequestEntityTooLarge:
                 raise _too_large(limit) from None
-            body = _RequestBody(stream, length, limit)
+            body = counted = _RequestBody(stream, length, limit)
             if not length:
-                body = iter(body)  # unknown length: chunked upstream as well
+                body = iter(counted)  # unknown length: chunked upstream as well
 
         try:
             upstream = self._get_session().request(
@@ -459,7 +469,7 @@ class FalProxy:
         except requests.Timeout:
             raise ProxyError(504, "Gateway Timeout", "fal did not answer in time") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            if getattr(body, "too_large", False) or _body_too_large(exc):
+            if (counted is not None and counted.too_large) or _body_too_large(exc):
                 raise _too_large(limit) from None
             # The exception text names the upstream URL (queries may hold tokens): never echo it.
             raise ProxyError(502, "Bad Gateway", "fal could not be reached") from None
@@ -598,9 +608,7 @@ class FalProxy:
                     session.trust_env = False
                     session.headers.clear()
                     session.cookies.set_policy(_NoCookies())
-                    adapter = HTTPAdapter(
-                        pool_connections=8, pool_maxsize=64, max_retries=0
-                    )
+                    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=64, max_retries=0)
                     session.mount("https://", adapter)
                     session.mount("http://", adapter)
                     self._session = session
@@ -672,13 +680,11 @@ def _body_too_large(exc):
 
 
 def _too_large(limit):
-    return ProxyError(
-        413, "Payload Too Large", f"the request body is larger than {limit} bytes"
-    )
+    return ProxyError(413, "Payload Too Large", f"the request body is larger than {limit} bytes")
 
 
 def _timeout(value):
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list | tuple):
         return tuple(value)
     return value
 

@@ -30,7 +30,6 @@ from falweb.proxy import FalProxy
 from falweb.proxy import parse_target
 from falweb.proxy import url_matcher
 from falweb.serving import ServerThread
-
 from tests.conftest import TEST_FAL_KEY
 
 ROUTE = "/api/fal/proxy"
@@ -281,7 +280,8 @@ def test_bodiless_get_and_put_with_json_content_type(upstream, proxy_server):
     )
     assert response.status_code == 200
     cancel = "https://queue.fal.run/fal-ai/flux/requests/abc/cancel"
-    response = call(proxy_server, cancel, method="PUT", headers={"Content-Type": "application/json"})
+    json_type = {"Content-Type": "application/json"}
+    response = call(proxy_server, cancel, method="PUT", headers=json_type)
     assert response.status_code == 200
     assert [(h["method"], h["path"], h["query"], h["body"]) for h in upstream.hits] == [
         ("GET", "/queue/fal-ai/flux/requests/abc/status", "logs=1", b""),
@@ -349,8 +349,9 @@ def test_relays_status_and_end_to_end_headers_only(proxy_server):
     assert response.status_code == 200
     assert response.headers["x-fal-request-id"] == "req-123"
     assert response.headers["content-type"] == "application/json"
-    for dropped in ("set-cookie", "keep-alive", "proxy-authenticate", "access-control-allow-origin"):
-        assert dropped not in response.headers
+    dropped = ("set-cookie", "keep-alive", "proxy-authenticate", "access-control-allow-origin")
+    for name in dropped:
+        assert name not in response.headers
     assert response.json()["path"] == "/run/fal-ai/fast-sdxl"
 
 
@@ -401,9 +402,7 @@ def test_head_request(upstream, proxy_server):
 
 def test_sse_events_arrive_before_upstream_finishes(upstream, proxy_server):
     started = time.monotonic()
-    with call(
-        proxy_server, "https://fal.run/fal-ai/sse/stream", json={}, stream=True
-    ) as response:
+    with call(proxy_server, "https://fal.run/fal-ai/sse/stream", json={}, stream=True) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = response.iter_lines()
         first = next(line for line in lines if line)
@@ -416,9 +415,7 @@ def test_sse_events_arrive_before_upstream_finishes(upstream, proxy_server):
         assert json.loads(second.removeprefix(b"data: ")) == {"n": 2}
 
 
-def test_redirects_are_not_followed_and_foreign_locations_dropped(
-    upstream, attacker, proxy_server
-):
+def test_redirects_are_not_followed_and_foreign_locations_dropped(upstream, attacker, proxy_server):
     response = call(proxy_server, "https://fal.run/fal-ai/redirect", allow_redirects=False)
     assert response.status_code == 302
     assert "location" not in response.headers
@@ -804,7 +801,9 @@ def test_cors_preflight_and_exposed_request_id(upstream):
         headers={
             "Origin": "https://app.example",
             "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type, x-fal-target-url, x-fal-queue-priority, x-evil",
+            "Access-Control-Request-Headers": (
+                "content-type, x-fal-target-url, x-fal-queue-priority, x-evil"
+            ),
         },
     )
     assert response.status_code == 204
@@ -869,7 +868,8 @@ def test_one_log_line_per_request_without_query(upstream, proxy_app, caplog):
     caplog.set_level("INFO", logger="falweb.proxy")
     client = proxy_app.test_client()
     client.get(
-        ROUTE, headers={TARGET: "https://queue.fal.run/fal-ai/x/requests/1/status?fal_jwt_token=SECRET"}
+        ROUTE,
+        headers={TARGET: "https://queue.fal.run/fal-ai/x/requests/1/status?fal_jwt_token=SECRET"},
     )
     client.post(ROUTE, headers={TARGET: "https://evil.com/?fal_jwt_token=SECRET"})
     records = [r for r in caplog.records if r.name == "falweb.proxy"]
@@ -898,8 +898,14 @@ def test_under_gunicorn_gthread(upstream, attacker):
     proc = subprocess.Popen(
         [
             gunicorn,
-            "-k", "gthread", "--threads", "4", "-w", "1",
-            "-b", f"127.0.0.1:{port}",
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "-w",
+            "1",
+            "-b",
+            f"127.0.0.1:{port}",
             f"tests.test_proxy:gunicorn_app({upstream.url!r})",
         ],
         cwd=Path(__file__).resolve().parent.parent,
