@@ -71,7 +71,7 @@ def from_environ(environ=None):
 
 
 def credentials_from(config):
-    """The fal credentials in ``config`` as sent after ``Key ``: FAL_KEY, else ID:SECRET, else None."""
+    """The credentials sent after ``Key ``: FAL_KEY, else FAL_KEY_ID:FAL_KEY_SECRET, else None."""
     if config.get("FAL_KEY"):
         return config["FAL_KEY"]
     if config.get("FAL_KEY_ID") and config.get("FAL_KEY_SECRET"):

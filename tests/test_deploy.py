@@ -82,8 +82,8 @@ def test_gunicorn_serves_pages_queue_proxy_and_live(gunicorn):
     assert page.status_code == 200 and "fal-ai/realistic-vision" in page.text
 
     # Live mode: a websocket held by a gthread worker.
-    ws = websocket.create_connection(url.replace("http", "ws") + "/live/fal-ai/fast-lcm-diffusion/ws",
-                                     timeout=15)
+    live = url.replace("http", "ws") + "/live/fal-ai/fast-lcm-diffusion/ws"
+    ws = websocket.create_connection(live, timeout=15)
     try:
         ws.send(json.dumps({"prompt": "live", "image_size": "square", "num_inference_steps": 1}))
         while (message := json.loads(ws.recv()))["type"] != "result":

@@ -142,7 +142,8 @@ def result(base, request_id):
     400 while not COMPLETED; 404 unknown."""
     job = find_job(base, request_id)
     if job.status != COMPLETED:
-        raise errors.FalHTTPError(400, {"detail": "Request is still in progress", "status": job.status})
+        raise errors.FalHTTPError(
+            400, {"detail": "Request is still in progress", "status": job.status})
     return jsonify(job.result), job.result_status or 200, {"x-fal-request-id": job.request_id}
 
 

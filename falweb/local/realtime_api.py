@@ -106,7 +106,8 @@ def realtime(ws, endpoint_id):
                 _error(ws, "VALIDATION_ERROR", json.dumps(fal_detail(exc.messages)))
                 continue
             except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-                _error(ws, "INVALID_INPUT", "Frames must be msgpack (binary) or JSON (text) objects")
+                _error(ws, "INVALID_INPUT",
+                       "Frames must be msgpack (binary) or JSON (text) objects")
                 continue
             started = time.perf_counter()
             result, status, error, _ = rt.execute(endpoint, input, root, lambda *a: None,

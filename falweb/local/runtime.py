@@ -75,7 +75,8 @@ class Runtime:
         self._wake.set()
 
     def state(self):
-        return {"status": "ok", "engine": self.engine.name, "synthetic": self.engine.name == "preview",
+        return {"status": "ok", "engine": self.engine.name,
+                "synthetic": self.engine.name == "preview",
                 "workers": int(self.config["FALWEB_LOCAL_WORKERS"]), "jobs": self.queue.counts()}
 
     # -- running jobs ---------------------------------------------------------------------

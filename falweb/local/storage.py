@@ -169,7 +169,8 @@ class Storage:
         ).fetchone()
         if row is None:
             raise NotFound("File not found")
-        return os.path.join(self._dir(file_id), "data"), row["content_type"], row["file_name"], row["size"]
+        path = os.path.join(self._dir(file_id), "data")
+        return path, row["content_type"], row["file_name"], row["size"]
 
     def url_name(self, file_id):
         row = self.db.connect().execute(

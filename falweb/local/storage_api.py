@@ -7,8 +7,8 @@ client's CDN flow). CDN side (``/cdn/...``, for ``v3.fal.media``): ``PUT uploads
 multipart variant, and ``GET files/<id>/<name>`` downloads.
 """
 
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 
 from flask import Blueprint
 from flask import jsonify
@@ -79,7 +79,7 @@ def cdn_token():
     """The Python client's CDN token: ``{token, token_type, base_url, expires_at}``."""
     token = runtime().tokens.issue([CDN_TOKEN_SCOPE], CDN_TOKEN_SECONDS)
     expires = datetime.fromtimestamp(
-        datetime.now(timezone.utc).timestamp() + CDN_TOKEN_SECONDS, timezone.utc)
+        datetime.now(UTC).timestamp() + CDN_TOKEN_SECONDS, UTC)
     return jsonify({"token": token, "token_type": "Bearer", "base_url": f"{base_url()}/cdn",
                     "expires_at": expires.isoformat()})
 

@@ -33,7 +33,8 @@ def _rng(*parts):
 
 
 def _colour(rng):
-    r, g, b = colorsys.hsv_to_rgb(rng.random(), 0.45 + 0.4 * rng.random(), 0.55 + 0.4 * rng.random())
+    hue, saturation, value = rng.random(), 0.45 + 0.4 * rng.random(), 0.55 + 0.4 * rng.random()
+    r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
     return int(r * 255), int(g * 255), int(b * 255)
 
 
