@@ -28,7 +28,10 @@ test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-deps
+	bash scripts/test-setup.sh
 	$(BIN)/python bench/local_queue.py
+	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/page_weight.py
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules
