@@ -56,9 +56,12 @@ def missing_reason():
 
 
 class Browser:
-    """A Selenium Chrome driver in a fresh profile; ``quit()`` removes the profile."""
+    """A Selenium Chrome driver in a fresh profile; ``quit()`` removes the profile.
 
-    def __init__(self):
+    ``javascript=False`` turns scripts off, to check the pages work without them.
+    """
+
+    def __init__(self, javascript=True):
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -69,6 +72,10 @@ class Browser:
         for flag in CHROMIUM_FLAGS:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={self.profile}")
+        if not javascript:
+            options.add_experimental_option(
+                "prefs", {"profile.managed_default_content_settings.javascript": 2}
+            )
         self.driver = webdriver.Chrome(options=options, service=Service(executable_path=driver))
         self.driver.set_page_load_timeout(30)
 

@@ -152,6 +152,13 @@ def test_generate_flow(browser, server):
     fill(css(driver, "#input-num_inference_steps"), "25")
     fill(css(driver, "#input-seed"), "18446744073709551557")  # beyond 2**63 and 2**53
     fill(css(driver, 'input[name="loras-0-path"]'), "https://example.test/style.safetensors")
+    # "add row" (app.js) appends a numbered row from the template; "remove" takes it away
+    rows = len(css_all(driver, "#rows-loras [data-row]"))
+    css(driver, "#rows-loras [data-add-row]").click()
+    assert len(css_all(driver, "#rows-loras [data-row]")) == rows + 1
+    css_all(driver, "#rows-loras [data-row] [data-remove-row]")[-1].click()
+    assert len(css_all(driver, "#rows-loras [data-row]")) == rows
+    browser.screenshot("form-advanced")
     css(driver, "#model-form button[type=submit]").click()
     first = wait_for_request_page(driver)
 
@@ -238,3 +245,51 @@ def test_cancel_a_slow_job(browser, slow_server):
     driver.get(slow_server.url + "/history")
     row = css(driver, f"#history-{request_id}")
     assert row.get_attribute("data-status") == "CANCELLED"
+
+
+def test_image_to_image_uploads_the_chosen_file(browser, server, tmp_path):
+    from PIL import Image
+
+    picture = tmp_path / "input.png"
+    Image.new("RGB", (96, 64), (20, 120, 220)).save(picture)
+    driver = browser.driver
+    driver.get(server.url + "/models/fal-ai/fast-sdxl/image-to-image")
+    fill(css(driver, "#input-prompt"), "the same, but at night")
+    css(driver, 'input[type=file][name="image_url_file"]').send_keys(str(picture))
+    css(driver, "#model-form button[type=submit]").click()
+    wait_for_request_page(driver)
+    wait(driver, lambda d: status_of(d) == "COMPLETED", timeout=30, message="done")
+    wait_images_loaded(driver)
+    assert f'"image_url": "{server.url}/local/' in css(driver, "#input-json").text
+
+
+@pytest.fixture
+def no_js_browser():
+    reason = chromium.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    instance = chromium.Browser(javascript=False)
+    yield instance
+    instance.quit()
+
+
+def test_works_without_javascript(no_js_browser, server):
+    driver = no_js_browser.driver
+    driver.get(server.url + "/models/fal-ai/fast-sdxl")
+    # the "add row" and "copy" buttons need scripts, so they are hidden
+    assert not css(driver, "[data-add-row]").is_displayed()
+    css(driver, "#model-form button[type=submit]").click()
+    wait(driver, lambda d: css_all(d, "#form-errors"), message="422 page")
+    assert "This field is required." in css(driver, "#field-prompt").text
+    fill(css(driver, "#input-prompt"), "a quiet harbour")
+    css(driver, "details.advanced summary").click()
+    fill(css(driver, "#input-num_inference_steps"), "20")
+    css(driver, "#model-form button[type=submit]").click()
+    request_id = wait_for_request_page(driver)
+    # the page reloads itself (noscript meta refresh) until the request is over
+    wait(driver, lambda d: status_of(d) == "COMPLETED", timeout=30, message="refreshed to done")
+    wait_images_loaded(driver)
+    no_js_browser.screenshot("request-no-js")
+    driver.get(server.url + "/history")
+    css(driver, f"#history-{request_id} .history-row__delete button").click()
+    wait(driver, lambda d: not css_all(d, f"#history-{request_id}"), message="deleted")
