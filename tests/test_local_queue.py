@@ -279,3 +279,20 @@ def test_invalid_webhook_url_is_refused(local_runtime):
                            params={"fal_webhook": "ftp://x"}, timeout=10)
     assert answer.status_code == 422
     assert answer.json()["detail"][0]["loc"] == ["query", "fal_webhook"]
+
+
+def test_start_timeout_fails_a_request_that_waited_too_long(slow_runtime):
+    base = slow_runtime.url
+    busy = submit(base, "fal-ai/fast-sdxl", {"prompt": "busy", "num_inference_steps": 30,
+                                             "image_size": "square"})
+    late = submit(base, "fal-ai/fast-sdxl", {"prompt": "late", "image_size": "square"},
+                  headers={"x-fal-request-timeout": "0.5"})
+    final = wait_status(late["status_url"], timeout=30)
+    assert final["error_type"] == "request_timeout"
+    result = requests.get(late["response_url"], timeout=10)
+    assert result.status_code == 504
+    assert result.headers["x-fal-request-timeout-type"] == "user"
+    assert wait_status(busy["status_url"])["status"] == "COMPLETED"
+    bad = requests.post(f"{base}/queue/fal-ai/fast-sdxl", json={"prompt": "x"},
+                        headers={"x-fal-request-timeout": "soon"}, timeout=10)
+    assert bad.status_code == 422

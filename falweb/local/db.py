@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_status INTEGER,
     error TEXT,
     error_type TEXT,
-    metrics TEXT
+    metrics TEXT,
+    start_deadline REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (status, priority, seq);
 CREATE INDEX IF NOT EXISTS jobs_app_waiting ON jobs (app_base, status, priority, seq);
@@ -73,7 +74,16 @@ class Database:
         self._all = []
         self._lock = threading.Lock()
         # executescript commits on its own; no explicit transaction around it.
-        self.connect().executescript(SCHEMA)
+        conn = self.connect()
+        conn.executescript(SCHEMA)
+        self._migrate(conn)
+
+    def _migrate(self, conn):
+        # Columns added after a database was first created; CREATE TABLE IF NOT EXISTS
+        # does not add them to an existing table.
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+        if "start_deadline" not in columns:
+            conn.execute("ALTER TABLE jobs ADD COLUMN start_deadline REAL")
 
     def connect(self):
         conn = getattr(self._local, "conn", None)

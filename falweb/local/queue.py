@@ -21,6 +21,9 @@ PRIORITIES = {"normal": 0, "low": 1}
 
 CANCELLED_ERROR = "Request was cancelled"
 CANCELLED_ERROR_TYPE = "request_cancelled"
+# x-fal-request-timeout ran out before a worker started the request (fal: 504, type "user").
+START_TIMEOUT_ERROR = "Request timed out before it started"
+START_TIMEOUT_ERROR_TYPE = "request_timeout"
 
 
 def iso_now():
@@ -82,20 +85,32 @@ class JobQueue:
     def __init__(self, db, lease_seconds=30.0):
         self.db = db
         self.lease_seconds = lease_seconds
+        self._expired = []
+
+    def take_expired(self):
+        """Ids of jobs that :meth:`claim` timed out since the last call (for webhooks)."""
+        expired, self._expired = self._expired, []
+        return expired
 
     # -- callers' side --------------------------------------------------------------------
 
     def submit(self, endpoint_id, app_base, input, base_url, *, priority="normal",
-               webhook_url=None, headers=None):
-        """Store a new job (committed before this returns) and give back its Job."""
+               webhook_url=None, headers=None, start_timeout=None):
+        """Store a new job (committed before this returns) and give back its Job.
+
+        ``start_timeout`` (seconds): fail the job if no worker has started it by then.
+        """
         request_id = str(uuid.uuid4())
         now = time.time()
+        deadline = now + start_timeout if start_timeout else None
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO jobs (request_id, endpoint_id, app_base, input, base_url, priority,"
-                " webhook_url, headers, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " webhook_url, headers, created_at, start_deadline)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (request_id, endpoint_id, app_base, json.dumps(input), base_url,
-                 PRIORITIES.get(priority, 0), webhook_url, json.dumps(headers or {}), now),
+                 PRIORITIES.get(priority, 0), webhook_url, json.dumps(headers or {}), now,
+                 deadline),
             )
         return self.get(request_id)
 
@@ -166,9 +181,26 @@ class JobQueue:
     # -- workers' side --------------------------------------------------------------------
 
     def claim(self, worker_id):
-        """Take the next waiting job (or one whose worker's lease expired); None if idle."""
+        """Take the next waiting job (or one whose worker's lease expired); None if idle.
+
+        Jobs whose start deadline passed are finished with a timeout error on the way; the
+        caller's next :meth:`take_expired` names them.
+        """
         now = time.time()
         with self.db.transaction() as conn:
+            overdue = conn.execute(
+                "SELECT request_id FROM jobs WHERE status = ? AND start_deadline < ?",
+                (IN_QUEUE, now),
+            ).fetchall()
+            for late in overdue:
+                conn.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ?, result = ?, result_status = 504,"
+                    " error = ?, error_type = ? WHERE request_id = ?",
+                    (COMPLETED, now, json.dumps({"detail": START_TIMEOUT_ERROR,
+                                                 "error_type": START_TIMEOUT_ERROR_TYPE}),
+                     START_TIMEOUT_ERROR, START_TIMEOUT_ERROR_TYPE, late["request_id"]),
+                )
+            self._expired.extend(late["request_id"] for late in overdue)
             row = conn.execute(
                 "SELECT request_id, status FROM jobs WHERE status = ?"
                 " ORDER BY priority, seq LIMIT 1",

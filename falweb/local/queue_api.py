@@ -26,6 +26,7 @@ from falweb.local.http import wants_logs
 from falweb.local.queue import COMPLETED
 from falweb.local.queue import IN_QUEUE
 from falweb.local.queue import PRIORITIES
+from falweb.local.queue import START_TIMEOUT_ERROR_TYPE
 
 bp = Blueprint("queue", __name__, url_prefix="/queue")
 
@@ -84,13 +85,29 @@ def submit(endpoint_id):
     headers = {k: request.headers[k] for k in KEPT_HEADERS if k in request.headers}
     rt = runtime()
     job = rt.queue.submit(endpoint_id.strip("/"), app_base(endpoint_id), input, base_url(),
-                          priority=priority, webhook_url=webhook, headers=headers)
+                          priority=priority, webhook_url=webhook, headers=headers,
+                          start_timeout=_start_timeout())
     rt.wake()
     body = {"status": IN_QUEUE, "request_id": job.request_id, **urls(job),
             "queue_position": rt.queue.queue_position(job)}
     if webhook:
         body["gateway_request_id"] = job.request_id
     return jsonify(body), 200, {"x-fal-request-id": job.request_id}
+
+
+def _start_timeout():
+    raw = request.headers.get("x-fal-request-timeout")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0
+    if not seconds > 0:
+        raise errors.validation([{"loc": ["header", "x-fal-request-timeout"],
+                                  "msg": "must be a positive number of seconds",
+                                  "type": "value_error"}])
+    return seconds
 
 
 @bp.get("/<path:base>/requests/<request_id>/status")
@@ -144,7 +161,11 @@ def result(base, request_id):
     if job.status != COMPLETED:
         raise errors.FalHTTPError(
             400, {"detail": "Request is still in progress", "status": job.status})
-    return jsonify(job.result), job.result_status or 200, {"x-fal-request-id": job.request_id}
+    headers = {"x-fal-request-id": job.request_id}
+    if job.error_type == START_TIMEOUT_ERROR_TYPE:
+        # The caller's own deadline: fal's clients must not retry this 504.
+        headers |= {"x-fal-request-timeout-type": "user", "x-fal-error-type": job.error_type}
+    return jsonify(job.result), job.result_status or 200, headers
 
 
 @bp.put("/<path:base>/requests/<request_id>/cancel")

@@ -86,6 +86,8 @@ class Runtime:
         while not self._stop.is_set():
             try:
                 job = self.queue.claim(worker_id)
+                for request_id in self.queue.take_expired():
+                    self._finished(self.queue.get(request_id))
             except Exception:
                 log.exception("claiming a job failed")
                 job = None
@@ -117,9 +119,11 @@ class Runtime:
         if self.queue.complete(job.request_id, worker_id, result=result,
                                result_status=result_status, error=error,
                                error_type=error_type, metrics=metrics):
-            done = self.queue.get(job.request_id)
-            if done.webhook_url:
-                self.deliveries.enqueue(done)
+            self._finished(self.queue.get(job.request_id))
+
+    def _finished(self, job):
+        if job is not None and job.webhook_url:
+            self.deliveries.enqueue(job)
 
     def execute(self, endpoint, input, base_url, log_line, progress):
         """Run ``input`` on the engine: (result, http status, error, error_type)."""
