@@ -54,6 +54,17 @@ def _self_url(environ):
     return f"http://{host}:{port or 80}"
 
 
+def self_url(app=None):
+    """The URL at which this app reaches itself (no trailing slash), or None outside a
+    request when ``falweb serve`` did not record it."""
+    app = app or current_app
+    if app.config.get("FALWEB_SELF_URL"):
+        return app.config["FALWEB_SELF_URL"].rstrip("/")
+    if has_request_context():
+        return _self_url(request.environ) + request.script_root
+    return None
+
+
 def local_base(app=None):
     """Base URL of the local runtime, or None with the fal backend."""
     app = app or current_app
@@ -61,11 +72,7 @@ def local_base(app=None):
         return None
     if app.config["FALWEB_LOCAL_URL"]:
         return app.config["FALWEB_LOCAL_URL"].rstrip("/")
-    if app.config.get("FALWEB_SELF_URL"):
-        return app.config["FALWEB_SELF_URL"].rstrip("/") + LOCAL_MOUNT
-    if has_request_context():
-        return _self_url(request.environ) + request.script_root + LOCAL_MOUNT
-    return "http://127.0.0.1:5000" + LOCAL_MOUNT
+    return (self_url(app) or "http://127.0.0.1:5000") + LOCAL_MOUNT
 
 
 def hosts(app=None):

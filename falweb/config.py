@@ -36,6 +36,19 @@ DEFAULTS = {
     "FALWEB_HTTP_TIMEOUT": 60.0,
     # Log level of falweb's loggers (stdout).
     "FALWEB_LOG_LEVEL": "INFO",
+    # Public URL of this app (e.g. https://gen.example.com) where fal can deliver webhooks;
+    # empty = no webhooks from fal (the embedded runtime always delivers to the app itself).
+    "FALWEB_PUBLIC_URL": "",
+    # JWKS that signs webhooks; empty = fal's, or the local runtime's in local mode.
+    "FALWEB_WEBHOOK_JWKS_URL": "",
+    # Accept webhooks only from this fal user id (X-Fal-Webhook-User-Id); empty = any.
+    "FALWEB_WEBHOOK_USER_ID": "",
+    # Seconds a webhook's timestamp may differ from now.
+    "FALWEB_WEBHOOK_TOLERANCE": 300,
+    # Requests per history page.
+    "FALWEB_HISTORY_PER_PAGE": 20,
+    # Poll the backend for unfinished history rows after a restart (in the background).
+    "FALWEB_HISTORY_RECONCILE": True,
 }
 
 # fal's own credential variables, kept under fal's names so existing set-ups work unchanged.

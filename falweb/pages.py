@@ -27,6 +27,7 @@ from marshmallow import ValidationError
 from falweb import backend
 from falweb import history
 from falweb import htmx
+from falweb import webhooks
 from falweb.config import credentials_from
 from falweb.schemas import CATALOG
 from falweb.schemas import describe_fields
@@ -361,7 +362,8 @@ def _upload(field, values):
 
 
 def _submit(endpoint_id, input):
-    handle = get_client().submit(endpoint_id, input=input)
+    # A webhook finishes the history row even when nobody keeps the page open.
+    handle = get_client().submit(endpoint_id, input=input, webhook_url=webhooks.webhook_url())
     history.add(
         handle.request_id,
         endpoint_id,

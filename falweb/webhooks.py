@@ -118,6 +118,24 @@ def init_app(app):
     app.register_blueprint(bp)
 
 
+def webhook_url():
+    """Where the backend should deliver webhooks for this app's requests, or None.
+
+    ``FALWEB_PUBLIC_URL`` when set (fal must be able to reach it); with the embedded local
+    runtime, the app's own address; otherwise None: the pages' polls are the only source.
+    """
+    from flask import url_for
+
+    path = url_for("webhooks.receive")
+    public = current_app.config["FALWEB_PUBLIC_URL"]
+    if public:
+        return public.rstrip("/") + path
+    if current_app.extensions["falweb"]["local_app"] is not None:
+        own = backend.self_url()
+        return own + path if own else None
+    return None
+
+
 def _jwks(refresh=False):
     """Keys that sign this backend's webhooks: the embedded runtime's, or fetched."""
     local_app = current_app.extensions["falweb"]["local_app"]
