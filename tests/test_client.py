@@ -1,6 +1,7 @@
 """The client against the local runtime, over real HTTP: the seed's examples in Python,
 the queue, run, stream, errors, timeouts and an unreachable backend."""
 
+import itertools
 import socket
 import threading
 import time
@@ -144,7 +145,7 @@ def test_polling_never_overlaps_and_honours_the_interval(slow_runtime):
     times = []
     client.subscribe("fal-ai/fast-sdxl", {"prompt": "x", **SMALL}, poll_interval=0.1,
                      on_queue_update=lambda u: times.append(time.monotonic()))
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps and min(gaps) >= 0.1
 
 

@@ -16,7 +16,6 @@ from PIL import Image
 
 import falweb.client.storage_api as storage_api
 
-
 # Keys or a local URL in the environment must not change what these tests talk to.
 pytestmark = pytest.mark.usefixtures("no_fal_env")
 

@@ -107,8 +107,7 @@ class FalStream:
     def _generate(self):
         try:
             if not self.is_sse:
-                for chunk in _chunks(self.response):
-                    yield chunk
+                yield from _chunks(self.response)
                 return
             for _event, data in iter_sse(self._lines()):
                 try:

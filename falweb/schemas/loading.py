@@ -1,6 +1,6 @@
 """Validate an endpoint's input: the one entry point pages, the client and the runtime share."""
 
-from functools import lru_cache
+from functools import cache
 
 from marshmallow import EXCLUDE
 from marshmallow import RAISE
@@ -9,7 +9,7 @@ from falweb.schemas.catalog import Endpoint
 from falweb.schemas.catalog import get_endpoint
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema(schema_class, form):
     # Schema instances hold no per-load state, so one per (class, path) is reused.
     return schema_class(form=form)
