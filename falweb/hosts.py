@@ -57,13 +57,12 @@ class Hosts:
     def resolve(self, url):
         """The URL that really serves canonical ``url``; ``ValueError`` if it is not fal's."""
         origin = _origin(url)
-        if origin not in LOCAL_PREFIXES:
+        rest = url[len(origin):] if origin else ""
+        # "//" after the host would read as another host once joined to a base URL.
+        if origin not in LOCAL_PREFIXES or rest.startswith("//"):
             raise ValueError(f"not a fal URL: {url[:200]!r}")
         if self.local_base is None:
             return url
-        rest = url[len(origin):]
-        if rest.startswith("//"):
-            raise ValueError(f"not a fal URL: {url[:200]!r}")
         base = self.local_base
         if origin == REALTIME_URL:
             base = "ws" + base[len("http"):] if base.startswith("http") else base

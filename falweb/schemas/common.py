@@ -274,8 +274,9 @@ def safety_checker_version():
 
 def request_id():
     # Listed in fal's fast-sdxl/LCM types; accepted so fal-shaped clients are not refused,
-    # but never shown on a form.
-    return fields.String(load_default="", metadata={"hidden": True, "description": ""})
+    # but never shown on a form, and not added to inputs that did not send it (it would
+    # show up in every stored input and "copy as JSON" for nothing).
+    return fields.String(metadata={"hidden": True, "description": ""})
 
 
 def image_url():
