@@ -1,0 +1,36 @@
+"""Live mode in headless Chromium: typing a prompt brings a new image over the websocket."""
+
+import os
+
+import pytest
+
+from tests import browser as chromium
+from tests.test_browser import browser  # noqa: F401 -- the shared Chromium fixture
+from tests.test_browser import css
+from tests.test_browser import server  # noqa: F401 -- the app on a real port
+from tests.test_browser import wait
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_typing_brings_new_images(browser, server):  # noqa: F811
+    driver = browser.driver
+    driver.get(server.url + "/live/fal-ai/fast-lcm-diffusion")
+    wait(driver, lambda d: (css(d, "#live-image").get_attribute("src") or "").startswith(
+        "data:image/"), message="a first live image")
+    first = css(driver, "#live-image").get_attribute("src")
+    assert "Seed 42" in css(driver, "#live-status").text
+    assert "ynthetic" in css(driver, "figcaption").text
+
+    prompt = css(driver, "#live-prompt")
+    prompt.clear()
+    prompt.send_keys("a red bicycle in the rain")
+    wait(driver, lambda d: css(d, "#live-image").get_attribute("src") not in ("", first),
+         message="a new image for the new prompt")
+
+    seed = css(driver, "#live-seed")
+    seed.clear()
+    seed.send_keys("-5")
+    wait(driver, lambda d: "seed" in css(d, "#live-errors").text,
+         message="the seed's error shown")
+    driver.save_screenshot(os.path.join(chromium.ARTIFACTS, "live.png"))
