@@ -120,3 +120,22 @@ def test_queued_jobs_survive_a_runtime_with_no_workers(tmp_path):
     finally:
         worker.terminate()
         worker.wait(10)
+
+
+def test_closing_the_runtime_puts_running_jobs_back_in_the_queue(local_config):
+    from falweb.local import create_local_app
+
+    config = local_config | {"FALWEB_LOCAL_STEP_DELAY": 0.05, "FALWEB_LOCAL_WORKERS": 1}
+    app = create_local_app(config)
+    with ServerThread(app) as server:
+        body = requests.post(f"{server.url}/queue/fal-ai/fast-sdxl",
+                             json={"prompt": "interrupted", "num_inference_steps": 150,
+                                   "image_size": "square"}, timeout=10).json()
+        wait_status(body["status_url"], "IN_PROGRESS")
+        app.extensions["falweb_local"].close()
+    again = create_local_app(config | {"FALWEB_LOCAL_WORKERS": 0})
+    runtime = again.extensions["falweb_local"]
+    job = runtime.queue.get(body["request_id"])
+    assert job.status == "IN_QUEUE"
+    assert "went back to the queue" in runtime.queue.logs(body["request_id"])[-1]["message"]
+    runtime.close()

@@ -243,6 +243,20 @@ class JobQueue:
                 self._append_log(conn, request_id, message, level)
             return True, bool(row["cancel_requested"])
 
+    def release(self, request_id, worker_id):
+        """Put a job this worker holds back in the queue (its worker is stopping)."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires = NULL"
+                " WHERE request_id = ? AND lease_owner = ? AND status = ?",
+                (IN_QUEUE, request_id, worker_id, IN_PROGRESS),
+            )
+            if cur.rowcount:
+                self._append_log(conn, request_id,
+                                 "The runtime stopped; the request went back to the queue.",
+                                 "WARN")
+            return cur.rowcount == 1
+
     def complete(self, request_id, worker_id, *, result, result_status=200, error=None,
                  error_type=None, metrics=None):
         """Finish a job this worker holds. False if the lease was lost (someone else has it)."""

@@ -1,5 +1,6 @@
 """The local runtime's services wired together, and the worker threads that run jobs."""
 
+import atexit
 import logging
 import os
 import threading
@@ -23,6 +24,10 @@ from falweb.local.tokens import WebhookKey
 log = logging.getLogger("falweb.local")
 
 IDLE_WAIT = 0.05
+
+
+class Interrupted(Exception):
+    """The runtime is stopping: the job goes back to the queue, not to an error."""
 
 
 class Runtime:
@@ -57,6 +62,9 @@ class Runtime:
             self._spawn(self._work, f"falweb-local-worker-{len(self._threads)}-{n}")
         if first:
             self._spawn(lambda: self.deliveries.run(self._stop), "falweb-local-webhooks")
+            # On a normal exit (gunicorn restarting a worker, Ctrl-C) running jobs go back
+            # to the queue at once instead of waiting for their lease to expire.
+            atexit.register(self.close)
 
     def _spawn(self, target, name):
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -64,8 +72,12 @@ class Runtime:
         self._threads.append(thread)
 
     def close(self):
+        """Stop the workers (running jobs go back to the queue) and close the database."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._wake.set()
+        atexit.unregister(self.close)
         for thread in self._threads:
             thread.join(timeout=10)
         self.db.close()
@@ -106,6 +118,8 @@ class Runtime:
         endpoint = get_endpoint(job.endpoint_id)
 
         def progress(step, total):
+            if self._stop.is_set():
+                raise Interrupted()
             _, cancel = self.queue.heartbeat(job.request_id, worker_id, f"Step {step}/{total}")
             return cancel
 
@@ -113,7 +127,13 @@ class Runtime:
             self.queue.heartbeat(job.request_id, worker_id, message, level)
 
         started = time.perf_counter()
-        outcome = self.execute(endpoint, job.input, job.base_url, log_line, progress)
+        try:
+            outcome = self.execute(endpoint, job.input, job.base_url, log_line, progress)
+        except Interrupted:
+            # Stopping (a restart, a deploy): let the next worker start it at once rather
+            # than after the lease runs out.
+            self.queue.release(job.request_id, worker_id)
+            return
         result, result_status, error, error_type = outcome
         metrics = {"inference_time": round(time.perf_counter() - started, 4)}
         if self.queue.complete(job.request_id, worker_id, result=result,
@@ -143,6 +163,8 @@ class Runtime:
             return self.engine.run(input, ctx), 200, None, None
         except Cancelled:
             return {"detail": CANCELLED_ERROR}, 400, CANCELLED_ERROR, CANCELLED_ERROR_TYPE
+        except Interrupted:
+            raise
         except Exception as exc:
             log.exception("engine failed on %s", endpoint.endpoint_id)
             detail = f"Internal error in the {self.engine.name} engine: {type(exc).__name__}"
