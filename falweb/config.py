@@ -22,6 +22,8 @@ DEFAULTS = {
     "FALWEB_LOCAL_LEASE_SECONDS": 30.0,
     # Largest file the local runtime's storage accepts, in bytes (answers 413 above it).
     "FALWEB_LOCAL_MAX_UPLOAD_BYTES": 1024 * 1024 * 1024,
+    # Largest JSON request (an input with data URIs, say) the local runtime reads, in bytes.
+    "FALWEB_LOCAL_MAX_REQUEST_BYTES": 64 * 1024 * 1024,
     # Largest input file the local runtime fetches from a public http(s) URL, in bytes.
     "FALWEB_LOCAL_MAX_FETCH_BYTES": 20 * 1024 * 1024,
     # Longest lifetime, in seconds, of a token issued by the local runtime's /tokens/.

@@ -296,3 +296,19 @@ def test_start_timeout_fails_a_request_that_waited_too_long(slow_runtime):
     bad = requests.post(f"{base}/queue/fal-ai/fast-sdxl", json={"prompt": "x"},
                         headers={"x-fal-request-timeout": "soon"}, timeout=10)
     assert bad.status_code == 422
+
+
+def test_oversized_json_bodies_get_413(local_config):
+    app = create_local_app(local_config | {"FALWEB_LOCAL_MAX_REQUEST_BYTES": 1000})
+    with ServerThread(app) as server:
+        big = {"prompt": "x" * 2000}
+        answer = requests.post(f"{server.url}/queue/fal-ai/fast-sdxl", json=big, timeout=10)
+        assert answer.status_code == 413 and "storage" in answer.json()["detail"]
+
+        def chunks():  # no Content-Length: the limit holds on what is read
+            yield json.dumps(big).encode()
+
+        answer = requests.post(f"{server.url}/run/fal-ai/fast-sdxl", data=chunks(),
+                               headers={"Content-Type": "application/json"}, timeout=10)
+        assert answer.status_code == 413
+    app.extensions["falweb_local"].close()

@@ -42,8 +42,14 @@ def find_endpoint(endpoint_id):
 
 
 def json_body(allow_empty=True):
-    """The request body as JSON (empty → ``{}``); 422 in fal's shape when it is not JSON."""
-    raw = request.get_data(cache=True)
+    """The request body as JSON (empty → ``{}``); 422 in fal's shape when it is not JSON,
+    413 above FALWEB_LOCAL_MAX_REQUEST_BYTES (inputs carry URLs; big files go to storage)."""
+    limit = int(current_app.config["FALWEB_LOCAL_MAX_REQUEST_BYTES"])
+    if (request.content_length or 0) > limit:
+        raise _too_large(limit)
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise _too_large(limit)
     if not raw.strip():
         if allow_empty:
             return {}
@@ -52,6 +58,11 @@ def json_body(allow_empty=True):
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise errors.body_error("Expecting a JSON body", "value_error.jsondecode") from None
+
+
+def _too_large(limit):
+    return errors.detail(413, f"Request body larger than {limit} bytes; upload big files "
+                              "through storage and pass their URL")
 
 
 def validated_input(endpoint, data):
