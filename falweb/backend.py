@@ -23,6 +23,9 @@ def init_app(app):
         return
     from falweb.local import create_local_app
 
+    if app.config["FALWEB_PUBLIC_URL"] and not app.config["FALWEB_LOCAL_PUBLIC_URL"]:
+        app.config["FALWEB_LOCAL_PUBLIC_URL"] = app.config["FALWEB_PUBLIC_URL"].rstrip("/") + \
+            LOCAL_MOUNT
     local_app = create_local_app(
         {
             key: value

@@ -14,6 +14,10 @@ DEFAULTS = {
     "FALWEB_BACKEND": "",
     # Base URL of a local runtime running elsewhere (e.g. http://gpu-box:8100); empty = embedded.
     "FALWEB_LOCAL_URL": "",
+    # URL that the local runtime puts in its answers (status_url, file URLs) when callers
+    # reach it through a reverse proxy; empty = the URL each caller used. Embedded, it
+    # defaults to FALWEB_PUBLIC_URL + "/local".
+    "FALWEB_LOCAL_PUBLIC_URL": "",
     # Seconds the preview engine spends on each inference step (one log line each).
     "FALWEB_LOCAL_STEP_DELAY": 0.02,
     # Worker threads per process that run queued jobs in the local runtime.

@@ -132,3 +132,14 @@ def test_logs_go_to_stdout_without_the_key(clean_env, tmp_path, capsys):
     assert "hello from the test" in out
     assert TEST_FAL_KEY not in out
     assert json.dumps(TEST_FAL_KEY)[1:-1] not in out
+
+
+def test_public_url_is_what_the_embedded_runtime_writes_in_answers(clean_env, tmp_path):
+    app = create_app({"FALWEB_INSTANCE_PATH": str(tmp_path), "FALWEB_LOCAL_STEP_DELAY": 0.0,
+                      "FALWEB_PUBLIC_URL": "https://gen.example.com/"})
+    with ServerThread(app) as server:
+        body = requests.post(f"{server.url}/local/queue/fal-ai/fast-sdxl",
+                             json={"prompt": "x", "num_inference_steps": 1,
+                                   "image_size": "square"}, timeout=10).json()
+        assert body["status_url"].startswith("https://gen.example.com/local/queue/fal-ai/")
+    close(app)

@@ -28,8 +28,10 @@ def app_alias(endpoint_id):
 
 
 def base_url():
-    """This runtime's external base URL, as the caller reached it (no trailing slash)."""
-    return request.url_root.rstrip("/")
+    """This runtime's external base URL (no trailing slash): FALWEB_LOCAL_PUBLIC_URL when
+    set (behind a reverse proxy), else the URL the caller used to reach it."""
+    public = current_app.config.get("FALWEB_LOCAL_PUBLIC_URL")
+    return (public or request.url_root).rstrip("/")
 
 
 def find_endpoint(endpoint_id):
