@@ -9,6 +9,16 @@ from falweb.serving import ServerThread
 TEST_FAL_KEY = "test-key-id:test-key-secret-0123456789abcdef"
 
 
+@pytest.fixture(autouse=True)
+def key_never_logged(caplog):
+    """Every test, whatever it does: no captured log line carries the test key."""
+    yield
+    secret = TEST_FAL_KEY.split(":", 1)[1]
+    for record in caplog.get_records("call") + caplog.get_records("setup"):
+        text = record.getMessage() + str(record.exc_text or "")
+        assert secret not in text, f"the key leaked into a log line: {record.name}"
+
+
 @pytest.fixture
 def local_config(tmp_path):
     """Config of a fast local runtime in a fresh instance folder."""
