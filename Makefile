@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean test-diffusers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(VENV)/.test-deps
 	bash scripts/test-setup.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The optional diffusers engine's tests (a tiny random SD model; CPU torch, about 1.3 GB).
+test-diffusers: $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,diffusers]'
+	$(BIN)/python -m pytest tests/test_engine_diffusers.py $(PYTEST_ARGS)
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .

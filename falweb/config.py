@@ -18,6 +18,12 @@ DEFAULTS = {
     # reach it through a reverse proxy; empty = the URL each caller used. Embedded, it
     # defaults to FALWEB_PUBLIC_URL + "/local".
     "FALWEB_LOCAL_PUBLIC_URL": "",
+    # Engine of the local runtime: "preview" (synthetic images) or "diffusers" (real SD weights).
+    "FALWEB_LOCAL_ENGINE": "preview",
+    # diffusers engine: a save_pretrained folder or an HF repo id in the local cache (no downloads).
+    "FALWEB_LOCAL_MODEL": "",
+    # diffusers engine: torch device ("cpu", "cuda", "cuda:1"); empty = cuda if available, else cpu.
+    "FALWEB_LOCAL_DEVICE": "",
     # Seconds the preview engine spends on each inference step (one log line each).
     "FALWEB_LOCAL_STEP_DELAY": 0.02,
     # Worker threads per process that run queued jobs in the local runtime.

@@ -35,6 +35,14 @@ class Runtime:
 
     def __init__(self, config):
         self.config = config
+        # The engine first: a misconfigured one fails before anything is opened.
+        engine = (config.get("FALWEB_LOCAL_ENGINE") or "preview").strip().lower()
+        if engine == "diffusers":
+            options = {"model": config.get("FALWEB_LOCAL_MODEL") or "",
+                       "device": config.get("FALWEB_LOCAL_DEVICE") or ""}
+        else:
+            options = {"step_delay": config["FALWEB_LOCAL_STEP_DELAY"]}
+        self.engine = get_engine(engine, **options)
         folder = os.path.join(config["FALWEB_INSTANCE_PATH"], "local")
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
@@ -45,7 +53,6 @@ class Runtime:
         self.tokens = Tokens(folder, config["FALWEB_LOCAL_MAX_TOKEN_SECONDS"])
         self.webhook_key = WebhookKey(folder)
         self.deliveries = Deliveries(self.db, self.webhook_key)
-        self.engine = get_engine("preview", step_delay=config["FALWEB_LOCAL_STEP_DELAY"])
         self.max_fetch_bytes = int(config["FALWEB_LOCAL_MAX_FETCH_BYTES"])
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -88,7 +95,7 @@ class Runtime:
 
     def state(self):
         return {"status": "ok", "engine": self.engine.name,
-                "synthetic": self.engine.name == "preview",
+                "synthetic": self.engine.synthetic,
                 "workers": int(self.config["FALWEB_LOCAL_WORKERS"]), "jobs": self.queue.counts()}
 
     # -- running jobs ---------------------------------------------------------------------

@@ -34,9 +34,13 @@ class EngineContext:
 
 
 def get_engine(name, **options):
-    """The engine called ``name`` (``"preview"``), built with ``options``."""
+    """The engine called ``name`` (``"preview"`` or ``"diffusers"``), built with ``options``."""
     if name == "preview":
         from falweb.local.engines.preview import PreviewEngine
 
         return PreviewEngine(**options)
-    raise ValueError(f"unknown engine {name!r}; available: preview")
+    if name == "diffusers":
+        from falweb.local.engines.diffusers_engine import DiffusersEngine
+
+        return DiffusersEngine(**options)
+    raise ValueError(f"unknown engine {name!r}; available: preview, diffusers")

@@ -88,6 +88,7 @@ def encode(image, fmt):
 
 class PreviewEngine:
     name = "preview"
+    synthetic = True
 
     def __init__(self, step_delay=0.0):
         self.step_delay = float(step_delay)
