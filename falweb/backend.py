@@ -84,11 +84,34 @@ def hosts(app=None):
 
 
 def describe(app=None):
-    """A short, key-free description of the backend for pages and /healthz."""
+    """A short, key-free description of the backend for pages and /healthz.
+
+    ``synthetic`` says whether images are the preview engine's drawings rather than model
+    outputs: always false for fal; the engine's word for a local runtime.
+    """
     app = app or current_app
     name = app.config["FALWEB_BACKEND"]
-    info = {"backend": name, "credentials": bool(credentials_from(app.config))}
+    info = {"backend": name, "credentials": bool(credentials_from(app.config)),
+            "synthetic": False}
     if name == "local":
         info["local_url"] = app.config["FALWEB_LOCAL_URL"] or LOCAL_MOUNT
         info["embedded"] = not app.config["FALWEB_LOCAL_URL"]
+        info["synthetic"] = _local_synthetic(app)
     return info
+
+
+def _local_synthetic(app):
+    local_app = app.extensions["falweb"]["local_app"]
+    if local_app is not None:
+        return local_app.extensions["falweb_local"].engine.synthetic
+    # A runtime elsewhere: ask it once; until it answers, say synthetic (the safe label).
+    ext = app.extensions["falweb"]
+    if "remote_synthetic" not in ext:
+        import requests
+
+        try:
+            state = requests.get(local_base(app) + "/healthz", timeout=3).json()
+            ext["remote_synthetic"] = bool(state.get("synthetic", True))
+        except (requests.RequestException, ValueError):
+            return True
+    return ext["remote_synthetic"]

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS request (
     thumbnail_url TEXT,
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    finished REAL
+    finished REAL,
+    synthetic INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS request_created ON request (created DESC);
 """
@@ -98,6 +99,11 @@ def init_db(app=None):
     db = connect(db_path(app))
     try:
         db.executescript(SCHEMA)
+        # Columns added after a history file was first created.
+        columns = {row[1] for row in db.execute("PRAGMA table_info(request)")}
+        if "synthetic" not in columns:
+            db.execute("ALTER TABLE request ADD COLUMN synthetic INTEGER NOT NULL DEFAULT 0")
+            db.execute("UPDATE request SET synthetic = 1 WHERE backend = 'local'")
         db.commit()
     finally:
         db.close()
@@ -112,6 +118,7 @@ def _decode(row):
             item[column] = json.loads(item[column])
     item["logs"] = item.get("logs") or []
     item["cancel_requested"] = bool(item.get("cancel_requested"))
+    item["synthetic"] = bool(item.get("synthetic"))
     return item
 
 
@@ -125,17 +132,21 @@ def _thumbnail(result):
     return url
 
 
-def add(request_id, endpoint_id, input, backend, status="IN_QUEUE", db=None):
-    """Record a newly submitted request; a repeated id (a webhook came first) is kept."""
+def add(request_id, endpoint_id, input, backend, status="IN_QUEUE", db=None, synthetic=False):
+    """Record a newly submitted request; a repeated id (a webhook came first) is kept.
+
+    ``synthetic``: its images will be the preview engine's drawings, not model outputs.
+    """
     db = db or get_db()
     now = time.time()
     prompt = input.get("prompt") if isinstance(input.get("prompt"), str) else None
     db.execute(
         "INSERT INTO request (request_id, endpoint_id, backend, input, status, prompt,"
-        " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " created, updated, synthetic) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (request_id) DO UPDATE SET endpoint_id = excluded.endpoint_id,"
         " input = excluded.input, prompt = excluded.prompt",
-        (request_id, endpoint_id, backend, json.dumps(input), status, prompt, now, now),
+        (request_id, endpoint_id, backend, json.dumps(input), status, prompt, now, now,
+         int(bool(synthetic))),
     )
     db.commit()
 

@@ -370,6 +370,7 @@ def _submit(endpoint_id, input):
         input,
         backend=current_app.config["FALWEB_BACKEND"],
         status="IN_QUEUE",
+        synthetic=backend.describe()["synthetic"],
     )
     return handle.request_id
 
@@ -420,7 +421,7 @@ def _status_context(row, poll_error=None):
         "images": _images(row, result),
         "raw_output": _shorten(result),
         "poll_error": poll_error,
-        "synthetic": row["backend"] == "local",
+        "synthetic": row["synthetic"],
     }
 
 
@@ -577,7 +578,6 @@ def _history_item(row):
     return {
         **row,
         "thumbnail_url": _browser_url(row["thumbnail_url"]) if row["thumbnail_url"] else None,
-        "synthetic": row["backend"] == "local",
         "done": row["status"] in history.TERMINAL,
     }
 

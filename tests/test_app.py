@@ -143,3 +143,18 @@ def test_public_url_is_what_the_embedded_runtime_writes_in_answers(clean_env, tm
                                    "image_size": "square"}, timeout=10).json()
         assert body["status_url"].startswith("https://gen.example.com/local/queue/fal-ai/")
     close(app)
+
+
+def test_synthetic_label_follows_the_engine(clean_env, tmp_path):
+    app = create_app({"FALWEB_INSTANCE_PATH": str(tmp_path), "TESTING": True,
+                      "WTF_CSRF_ENABLED": False, "FALWEB_HISTORY_RECONCILE": False})
+    client = app.test_client()
+    try:
+        assert b"badge--synthetic" in client.get("/").data
+        assert client.get("/healthz").get_json()["synthetic"] is True
+        # An engine that draws real model outputs (the diffusers one) is not labelled.
+        app.extensions["falweb"]["local_app"].extensions["falweb_local"].engine.synthetic = False
+        assert b"badge--synthetic" not in client.get("/").data
+        assert client.get("/healthz").get_json()["synthetic"] is False
+    finally:
+        close(app)
