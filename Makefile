@@ -29,8 +29,8 @@ test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The optional diffusers engine's tests (a tiny random SD model; CPU torch, about 1.3 GB).
-test-diffusers: $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,diffusers]'
+test-diffusers: $(VENV)/.test-deps
+	bash scripts/test-setup.sh
 	$(BIN)/python -m pytest tests/test_engine_diffusers.py $(PYTEST_ARGS)
 
 lint: $(VENV)/.test-deps

@@ -25,4 +25,19 @@ if [ -f tests/js/package.json ]; then
     echo "test-setup: npm missing; Node tests will skip"
   fi
 fi
+# The diffusers engine's tests need torch. Take the CPU wheel only from a local folder
+# (never PyPI's multi-GB CUDA build); without one those tests skip with their reason.
+# FALWEB_SKIP_DIFFUSERS=1 skips this step.
+if [ -z "${FALWEB_SKIP_DIFFUSERS:-}" ] && [ -x .venv/bin/pip ] \
+   && ! [ .venv/.diffusers-deps -nt pyproject.toml ]; then
+  wheels=${FALWEB_TORCH_WHEELS:-/opt/wheels}
+  if .venv/bin/python -c "import torch" >/dev/null 2>&1 \
+     || { [ -d "$wheels" ] && .venv/bin/pip install -q --no-index --find-links "$wheels" "torch==2.13.0"; }; then
+    echo "test-setup: installing the diffusers extra (torch from $wheels)"
+    .venv/bin/pip install -q -e '.[diffusers]' && touch .venv/.diffusers-deps \
+      || echo "test-setup: diffusers extra failed to install; its tests will skip"
+  else
+    echo "test-setup: no local CPU torch wheel in $wheels; diffusers engine tests will skip"
+  fi
+fi
 exit 0
