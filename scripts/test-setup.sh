@@ -32,7 +32,9 @@ if [ -z "${FALWEB_SKIP_DIFFUSERS:-}" ] && [ -x .venv/bin/pip ] \
    && ! [ .venv/.diffusers-deps -nt pyproject.toml ]; then
   wheels=${FALWEB_TORCH_WHEELS:-/opt/wheels}
   if .venv/bin/python -c "import torch" >/dev/null 2>&1 \
-     || { [ -d "$wheels" ] && .venv/bin/pip install -q --no-index --find-links "$wheels" "torch==2.13.0"; }; then
+     || { [ -d "$wheels" ] && .venv/bin/pip install -q --no-index --no-deps \
+            --find-links "$wheels" "torch==2.13.0"; }; then
+    # torch's own dependencies (filelock, sympy, ...) come with the extra, from the index.
     echo "test-setup: installing the diffusers extra (torch from $wheels)"
     .venv/bin/pip install -q -e '.[diffusers]' && touch .venv/.diffusers-deps \
       || echo "test-setup: diffusers extra failed to install; its tests will skip"
