@@ -6,7 +6,7 @@ import io
 import requests
 from PIL import Image
 
-from falweb.local.engines.preview import encode
+from falweb.local.engines.outputs import encode
 from falweb.local.engines.preview import render
 
 

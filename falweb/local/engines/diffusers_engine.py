@@ -17,20 +17,19 @@ pipeline at once. LoRAs and textual-inversion embeddings must be local ``.safete
 files or folders (no URLs, no pickles); they are unloaded after each request.
 """
 
-import base64
 import importlib.util
 import io
 import math
 import os
-import secrets
 import threading
 import time
 
 from PIL import Image
 from PIL import ImageOps
 
-from falweb.local.engines.preview import encode
-from falweb.schemas import resolve_image_size
+from falweb.local.engines.outputs import common_inputs
+from falweb.local.engines.outputs import fal_output
+from falweb.local.engines.outputs import image_output
 
 #: torch's generators take signed 64-bit seeds; fal's seeds are uint64.
 TORCH_SEED_MODULUS = 2**63
@@ -182,15 +181,8 @@ class DiffusersEngine:
     def _run(self, base, input, ctx):
         torch = self._torch
         endpoint = ctx.endpoint
-        prompt = input.get("prompt") or ""
-        width, height = (_round8(side) for side in
-                         resolve_image_size(input.get("image_size") or "square"))
-        steps = int(input.get("num_inference_steps") or 1)
-        count = int(input.get("num_images") or 1)
-        seed = input.get("seed")
-        if seed is None:
-            seed = secrets.randbits(64)  # fal's seeds are uint64
-        fmt = input.get(endpoint.format_field) or "jpeg"
+        prompt, size, steps, count, seed, fmt = common_inputs(input, endpoint)
+        width, height = (_round8(side) for side in size)
 
         pipe = self._pipeline_for(base, input, ctx)
         kwargs = {"prompt": prompt, "width": width, "height": height,
@@ -247,26 +239,11 @@ class DiffusersEngine:
                 pipe.unload_textual_inversion()
         inference = time.perf_counter() - started
 
-        images = []
-        for index, image in enumerate(result.images):
-            data, content_type = encode(image, fmt)
-            name = f"image-{index}.{'png' if fmt == 'png' else 'jpeg'}"
-            if input.get("sync_mode"):
-                url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
-            else:
-                url = ctx.save(data, content_type, name)
-            images.append({"url": url, "width": image.width, "height": image.height,
-                           "content_type": content_type, "file_name": name,
-                           "file_size": len(data)})
-        output = {
-            "images": images,
-            "timings": {"inference": inference},
-            "seed": seed,
-            "has_nsfw_concepts": [False] * len(images),  # no safety checker runs
-            "prompt": prompt,
-        }
-        declared = set(endpoint.output_schema().fields)
-        return {key: value for key, value in output.items() if key in declared}
+        images = [image_output(ctx, image, fmt, f"image-{index}", input.get("sync_mode"))
+                  for index, image in enumerate(result.images)]
+        # No safety checker runs, so nothing is flagged.
+        return fal_output(endpoint, images=images, inference=inference, seed=seed,
+                          nsfw=[False] * len(images), prompt=prompt)
 
     def _pipeline_for(self, base, input, ctx):
         """The pipeline for this request: img2img or text-to-image, with its scheduler."""

@@ -8,12 +8,10 @@ model outputs. A prompt containing "nsfw" is flagged in ``has_nsfw_concepts`` so
 interfaces can exercise their NSFW handling offline.
 """
 
-import base64
 import colorsys
 import hashlib
 import io
 import random
-import secrets
 import textwrap
 import time
 
@@ -22,7 +20,9 @@ from PIL import ImageDraw
 from PIL import ImageFont
 from PIL import ImageOps
 
-from falweb.schemas import resolve_image_size
+from falweb.local.engines.outputs import common_inputs
+from falweb.local.engines.outputs import fal_output
+from falweb.local.engines.outputs import image_output
 
 LABEL = "SYNTHETIC PREVIEW · falweb local"
 
@@ -77,15 +77,6 @@ def _caption(image, prompt, unit):
                   fill=(255, 255, 255, 235), font=font)
 
 
-def encode(image, fmt):
-    buffer = io.BytesIO()
-    if fmt == "png":
-        image.save(buffer, "PNG", optimize=False)
-        return buffer.getvalue(), "image/png"
-    image.save(buffer, "JPEG", quality=88)
-    return buffer.getvalue(), "image/jpeg"
-
-
 class PreviewEngine:
     name = "preview"
     synthetic = True
@@ -95,14 +86,7 @@ class PreviewEngine:
 
     def run(self, input, ctx):
         endpoint = ctx.endpoint
-        prompt = input.get("prompt") or ""
-        width, height = resolve_image_size(input.get("image_size") or "square")
-        steps = int(input.get("num_inference_steps") or 1)
-        count = int(input.get("num_images") or 1)
-        seed = input.get("seed")
-        if seed is None:
-            seed = secrets.randbits(64)  # fal's seeds are uint64
-        fmt = input.get(endpoint.format_field) or "jpeg"
+        prompt, (width, height), steps, count, seed, fmt = common_inputs(input, endpoint)
         init = None
         if "image_url" in ctx.files:
             init = Image.open(io.BytesIO(ctx.files["image_url"]))
@@ -114,27 +98,12 @@ class PreviewEngine:
             if self.step_delay:
                 time.sleep(self.step_delay)
             ctx.progress(step, steps)
-        images = []
-        for index in range(count):
-            image = render(prompt, seed, width, height, index, init,
-                           input.get("strength", 1.0))
-            data, content_type = encode(image, fmt)
-            ext = "png" if fmt == "png" else "jpeg"
-            if input.get("sync_mode"):
-                url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
-            else:
-                url = ctx.save(data, content_type, f"preview-{index}.{ext}")
-            images.append({"url": url, "width": width, "height": height,
-                           "content_type": content_type, "file_name": f"preview-{index}.{ext}",
-                           "file_size": len(data)})
-        inference = time.perf_counter() - started
+        images = [
+            image_output(ctx, render(prompt, seed, width, height, index, init,
+                                     input.get("strength", 1.0)),
+                         fmt, f"preview-{index}", input.get("sync_mode"))
+            for index in range(count)
+        ]
         nsfw = "nsfw" in prompt.lower()
-        output = {
-            "images": images,
-            "timings": {"inference": inference},
-            "seed": seed,
-            "has_nsfw_concepts": [nsfw] * count,
-            "prompt": prompt,
-        }
-        declared = set(endpoint.output_schema().fields)
-        return {key: value for key, value in output.items() if key in declared}
+        return fal_output(endpoint, images=images, inference=time.perf_counter() - started,
+                          seed=seed, nsfw=[nsfw] * count, prompt=prompt)
