@@ -128,7 +128,11 @@ class RealtimeConnection:
             except websocket.WebSocketConnectionClosedException:
                 break
             except (OSError, websocket.WebSocketException) as exc:
-                self._deliver_error(ApiError(f"Error closing the connection: {exc}", 500))
+                # close() drops the socket before closing it: an error after that is ours.
+                with self._lock:
+                    closed_by_us = self._ws is not ws
+                if not closed_by_us:
+                    self._deliver_error(ApiError(f"Error closing the connection: {exc}", 500))
                 break
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
