@@ -9,9 +9,11 @@ def _listen(app_factory, host, port, banner):
     from werkzeug.serving import make_server
 
     from falweb.serving import DeferredApp
+    from falweb.serving import RedactingRequestHandler
 
     deferred = DeferredApp()
-    server = make_server(host, port, deferred, threaded=True)
+    server = make_server(host, port, deferred, threaded=True,
+                         request_handler=RedactingRequestHandler)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url = f"http://{shown}:{server.server_port}"
     deferred.app = app_factory(url)

@@ -1,5 +1,6 @@
 """Run a WSGI app on a loopback port in a background thread (tests, benches, the CLI)."""
 
+import re
 import threading
 
 from werkzeug.serving import WSGIRequestHandler
@@ -11,6 +12,22 @@ class QuietRequestHandler(WSGIRequestHandler):
 
     def log_request(self, *args, **kwargs):
         pass
+
+
+_TOKEN = re.compile(r"(fal_jwt_token=)[^&\s]+")
+
+
+class RedactingRequestHandler(WSGIRequestHandler):
+    """Access log lines without the short-lived tokens that streams carry in their URLs."""
+
+    def log_request(self, *args, **kwargs):
+        # Werkzeug builds the line from self.path; redact it for the log call only.
+        path = self.path
+        self.path = _TOKEN.sub(r"\1[redacted]", path)
+        try:
+            super().log_request(*args, **kwargs)
+        finally:
+            self.path = path
 
 
 class DeferredApp:

@@ -53,3 +53,20 @@ def test_local_runs_the_runtime_alone(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.slow
+def test_access_log_redacts_stream_tokens(tmp_path):
+    proc, url = spawn(["local", "--port", "0"], tmp_path, "local runtime on")
+    try:
+        token = requests.post(url + "/rest/tokens/", json={"allowed_apps": ["fast-sdxl"]},
+                              timeout=10).json()
+        requests.post(url + "/run/fal-ai/fast-sdxl/stream", params={"fal_jwt_token": token},
+                      json={"prompt": "x", "num_inference_steps": 1, "image_size": "square"},
+                      timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    log = (tmp_path / "local.log").read_text()
+    assert "fal_jwt_token=[redacted]" in log
+    assert token not in log
