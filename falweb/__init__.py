@@ -89,7 +89,7 @@ def create_app(test_config=None):
 
     app.register_blueprint(health.bp)
 
-    for name in ("history", "proxy", "pages", "webhooks", "live"):
+    for name in ("history", "proxy", "pages", "downloads", "webhooks", "live"):
         _init_optional(app, name)
     return app
 

@@ -448,6 +448,7 @@ def _images(row, result):
         extension = content_type.rsplit("/", 1)[-1].split(";")[0] or "img"
         found.append(
             {
+                "index": index,
                 "url": _browser_url(image["url"]),
                 "width": image.get("width"),
                 "height": image.get("height"),
