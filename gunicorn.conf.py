@@ -16,5 +16,8 @@ timeout = 60
 graceful_timeout = 20
 accesslog = "-"
 errorlog = "-"
+# gunicorn's default line has the query string (%(r)s), where streams and realtime sockets
+# carry their short-lived fal_jwt_token; log the path alone (%(U)s).
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 # Keep proxy bodies streaming: no buffering of request bodies by gunicorn itself.
 limit_request_field_size = 16380

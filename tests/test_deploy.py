@@ -45,7 +45,7 @@ def gunicorn(tmp_path):
                 pass
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        yield url
+        yield url, log
     finally:
         proc.terminate()
         proc.wait(30)
@@ -53,7 +53,7 @@ def gunicorn(tmp_path):
 
 @pytest.mark.slow
 def test_gunicorn_serves_pages_queue_proxy_and_live(gunicorn):
-    url = gunicorn
+    url, log = gunicorn
     health = requests.get(url + "/healthz", timeout=10).json()
     assert health["backend"] == "local" and health["local"]["status"] == "ok"
 
@@ -91,3 +91,9 @@ def test_gunicorn_serves_pages_queue_proxy_and_live(gunicorn):
         assert message["result"]["prompt"] == "live"
     finally:
         ws.close()
+
+    # The live bridge fetched a realtime token and opened the upstream socket with it in the
+    # query string; the access log shows paths only.
+    text = log.read_text()
+    assert "/local/run/fal-ai/fast-lcm-diffusion/realtime" in text
+    assert "fal_jwt_token" not in text
