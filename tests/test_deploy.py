@@ -92,8 +92,17 @@ def test_gunicorn_serves_pages_queue_proxy_and_live(gunicorn):
     finally:
         ws.close()
 
-    # The live bridge fetched a realtime token and opened the upstream socket with it in the
-    # query string; the access log shows paths only.
-    text = log.read_text()
-    assert "/local/run/fal-ai/fast-lcm-diffusion/realtime" in text
-    assert "fal_jwt_token" not in text
+    # A token-authenticated stream carries its token in the query string; the access log
+    # shows paths only.
+    token = requests.post(url + "/local/rest/tokens/", json={"allowed_apps": ["fast-sdxl"]},
+                          timeout=10).json()
+    streamed = requests.post(url + "/local/run/fal-ai/fast-sdxl/stream",
+                             params={"fal_jwt_token": token}, timeout=30,
+                             json={"prompt": "x", "num_inference_steps": 1,
+                                   "image_size": "square"})
+    assert streamed.status_code == 200
+    deadline = time.monotonic() + 15
+    while "/run/fal-ai/fast-sdxl/stream" not in (text := log.read_text()):
+        assert time.monotonic() < deadline, "the stream was never logged"
+        time.sleep(0.1)
+    assert "fal_jwt_token" not in text and token not in text
