@@ -2,6 +2,7 @@
 
 import re
 import threading
+from contextlib import contextmanager
 
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.serving import make_server
@@ -68,3 +69,39 @@ class ServerThread:
 
     def __exit__(self, *exc):
         self.shutdown()
+
+
+@contextmanager
+def serve_local_runtime(config, host="127.0.0.1"):
+    """The local runtime built from ``config`` on a free port (``.url``, ``.app``,
+    ``.runtime``); stopped and closed on exit."""
+    from falweb.local import create_local_app
+
+    app = create_local_app(config)
+    server = ServerThread(app, host)
+    server.app = app
+    server.runtime = app.extensions["falweb_local"]
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.runtime.close()
+
+
+@contextmanager
+def serve_app(test_config=None, host="127.0.0.1"):
+    """The whole falweb app on a free port, knowing its own URL (``.url``, ``.app``);
+    stopped, with its embedded runtime closed, on exit."""
+    from falweb import create_app
+
+    app = create_app(test_config)
+    server = ServerThread(app, host)
+    app.config["FALWEB_SELF_URL"] = server.url
+    server.app = app
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        local_app = app.extensions["falweb"]["local_app"]
+        if local_app is not None:
+            local_app.extensions["falweb_local"].close()

@@ -4,6 +4,7 @@ import pytest
 
 from falweb import create_app
 from falweb.serving import ServerThread
+from falweb.serving import serve_local_runtime
 
 # Keys a test uses to prove the key never leaks; nothing real.
 TEST_FAL_KEY = "test-key-id:test-key-secret-0123456789abcdef"
@@ -33,14 +34,8 @@ def local_config(tmp_path):
 @pytest.fixture
 def local_runtime(local_config):
     """The local runtime alone on 127.0.0.1:<free port>; ``.url`` is its base URL."""
-    from falweb.local import create_local_app
-
-    app = create_local_app(local_config)
-    server = ServerThread(app)
-    server.app = app
-    yield server
-    server.shutdown()
-    app.extensions["falweb_local"].close()
+    with serve_local_runtime(local_config) as server:
+        yield server
 
 
 @pytest.fixture
@@ -54,15 +49,11 @@ def no_fal_env(monkeypatch):
 def shared_runtime(tmp_path_factory):
     """One fast local runtime shared by a module's stateless tests (a start and stop costs
     a good part of a second, which a runtime per test would pay many times over)."""
-    from falweb.local import create_local_app
-
-    app = create_local_app({"TESTING": True, "FALWEB_LOCAL_STEP_DELAY": 0.0,
-                            "FALWEB_LOCAL_WORKERS": 2,
-                            "FALWEB_INSTANCE_PATH": str(tmp_path_factory.mktemp("runtime"))})
-    server = ServerThread(app)
-    yield server
-    server.shutdown()
-    app.extensions["falweb_local"].close()
+    with serve_local_runtime({"TESTING": True, "FALWEB_LOCAL_STEP_DELAY": 0.0,
+                              "FALWEB_LOCAL_WORKERS": 2,
+                              "FALWEB_INSTANCE_PATH": str(tmp_path_factory.mktemp("runtime"))}
+                             ) as server:
+        yield server
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from falweb import create_app
-from falweb.serving import ServerThread
+from falweb.serving import serve_app
 from tests import browser as chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -30,7 +29,7 @@ def browser():
 
 
 def serve(tmp_path, step_delay):
-    app = create_app(
+    return serve_app(
         {
             "TESTING": True,
             "FALWEB_INSTANCE_PATH": str(tmp_path / f"instance-{step_delay}"),
@@ -40,26 +39,18 @@ def serve(tmp_path, step_delay):
             # CSRF stays on: the browser must carry the token in forms and htmx headers.
         }
     )
-    server = ServerThread(app)
-    app.config["FALWEB_SELF_URL"] = server.url
-    server.app = app
-    return server
 
 
 @pytest.fixture
 def server(tmp_path):
-    server = serve(tmp_path, 0.1)
-    yield server
-    server.shutdown()
-    server.app.extensions["falweb"]["local_app"].extensions["falweb_local"].close()
+    with serve(tmp_path, 0.1) as server:
+        yield server
 
 
 @pytest.fixture
 def slow_server(tmp_path):
-    server = serve(tmp_path, 0.3)
-    yield server
-    server.shutdown()
-    server.app.extensions["falweb"]["local_app"].extensions["falweb_local"].close()
+    with serve(tmp_path, 0.3) as server:
+        yield server
 
 
 def wait(driver, condition, timeout=15, message="condition"):

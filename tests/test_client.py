@@ -19,6 +19,7 @@ from falweb.client import QueueStatus
 from falweb.client import ValidationError
 from falweb.hosts import Hosts
 from falweb.serving import ServerThread
+from falweb.serving import serve_local_runtime
 
 SEED_PROMPT = (
     "A hyperdetailed photograph of a Cat dressed as a mafia boss holding a fish walking down a "
@@ -43,14 +44,10 @@ def default_fal(shared_runtime):
 @pytest.fixture
 def slow_runtime(tmp_path):
     """A runtime whose steps take 0.2 s, so a request can be caught while it runs."""
-    from falweb.local import create_local_app
-
-    app = create_local_app({"TESTING": True, "FALWEB_INSTANCE_PATH": str(tmp_path / "slow"),
-                            "FALWEB_LOCAL_STEP_DELAY": 0.2, "FALWEB_LOCAL_WORKERS": 1})
-    server = ServerThread(app)
-    yield server
-    server.shutdown()
-    app.extensions["falweb_local"].close()
+    with serve_local_runtime({"TESTING": True, "FALWEB_INSTANCE_PATH": str(tmp_path / "slow"),
+                              "FALWEB_LOCAL_STEP_DELAY": 0.2, "FALWEB_LOCAL_WORKERS": 1}
+                             ) as server:
+        yield server
 
 
 # -- the seed's examples, in Python --------------------------------------------------------------

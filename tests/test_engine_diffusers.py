@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from falweb.serving import ServerThread  # noqa: E402
+from falweb.serving import serve_local_runtime  # noqa: E402
 from tests.local_helpers import wait_status  # noqa: E402
 
 # Library warnings of these pinned versions (see the reference notes), nothing broader:
@@ -134,18 +134,13 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runtime(tiny_model, tmp_path_factory):
-    from falweb.local import create_local_app
-
-    app = create_local_app({
+    with serve_local_runtime({
         "TESTING": True, "FALWEB_LOCAL_WORKERS": 2,
         "FALWEB_INSTANCE_PATH": str(tmp_path_factory.mktemp("runtime")),
         "FALWEB_LOCAL_ENGINE": "diffusers", "FALWEB_LOCAL_MODEL": str(tiny_model[0]),
-    })
-    server = ServerThread(app)
-    server.engine = app.extensions["falweb_local"].engine
-    yield server
-    server.shutdown()
-    app.extensions["falweb_local"].close()
+    }) as server:
+        server.engine = server.runtime.engine
+        yield server
 
 
 def submit(base, endpoint_id, input):

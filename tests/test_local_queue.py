@@ -13,6 +13,7 @@ from flask import request as flask_request
 
 from falweb.local import create_local_app
 from falweb.serving import ServerThread
+from falweb.serving import serve_local_runtime
 from tests.local_helpers import SEED_PROMPT
 from tests.local_helpers import sse_events
 from tests.local_helpers import wait_status
@@ -21,12 +22,9 @@ from tests.local_helpers import wait_status
 @pytest.fixture
 def slow_runtime(local_config):
     """One worker, 50 ms a step: long enough to see IN_QUEUE and IN_PROGRESS."""
-    app = create_local_app(local_config | {"FALWEB_LOCAL_WORKERS": 1,
-                                           "FALWEB_LOCAL_STEP_DELAY": 0.05})
-    server = ServerThread(app)
-    yield server
-    server.shutdown()
-    app.extensions["falweb_local"].close()
+    with serve_local_runtime(local_config | {"FALWEB_LOCAL_WORKERS": 1,
+                                             "FALWEB_LOCAL_STEP_DELAY": 0.05}) as server:
+        yield server
 
 
 def submit(base, endpoint_id, input, **kwargs):

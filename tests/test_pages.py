@@ -19,7 +19,7 @@ from falweb import create_app
 from falweb import history
 from falweb.schemas import CATALOG
 from falweb.schemas import describe_fields
-from falweb.serving import ServerThread
+from falweb.serving import serve_app
 from tests.conftest import TEST_FAL_KEY
 
 HX = {"HX-Request": "true"}
@@ -69,23 +69,17 @@ def add_row(app, request_id, status="COMPLETED", result=None, error=None, **inpu
 @pytest.fixture
 def slow_server(tmp_path):
     """The app on a real port with a slow preview engine (0.2 s a step), and its test client."""
-    app = create_app(
-        {
-            "TESTING": True,
-            "FALWEB_INSTANCE_PATH": str(tmp_path / "slow"),
-            "FALWEB_BACKEND": "local",
-            "FALWEB_LOCAL_STEP_DELAY": 0.2,
-            "FALWEB_LOCAL_WORKERS": 1,
-            "WTF_CSRF_ENABLED": False,
-        }
-    )
-    server = ServerThread(app)
-    app.config["FALWEB_SELF_URL"] = server.url
-    server.app = app
-    server.client = app.test_client()
-    yield server
-    server.shutdown()
-    app.extensions["falweb"]["local_app"].extensions["falweb_local"].close()
+    config = {
+        "TESTING": True,
+        "FALWEB_INSTANCE_PATH": str(tmp_path / "slow"),
+        "FALWEB_BACKEND": "local",
+        "FALWEB_LOCAL_STEP_DELAY": 0.2,
+        "FALWEB_LOCAL_WORKERS": 1,
+        "WTF_CSRF_ENABLED": False,
+    }
+    with serve_app(config) as server:
+        server.client = server.app.test_client()
+        yield server
 
 
 @pytest.fixture
