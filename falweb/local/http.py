@@ -6,25 +6,31 @@ from flask import current_app
 from flask import request
 from marshmallow import ValidationError
 
+from falweb.client.endpoints import parse_endpoint_id
+from falweb.client.errors import InvalidEndpointError
 from falweb.local import errors
-
-NAMESPACES = ("workflows", "comfy")
 
 
 def runtime():
     return current_app.extensions["falweb_local"]
 
 
+def endpoint_parts(endpoint_id):
+    """The id parsed by the client's own rules (fal-protocol §1.3); 404 when it is not one."""
+    try:
+        return parse_endpoint_id(endpoint_id.strip("/"))
+    except InvalidEndpointError:
+        raise errors.detail(404, f"Application '{endpoint_id.strip('/')}' not found") from None
+
+
 def app_base(endpoint_id):
     """``owner/alias`` (``ns/owner/alias``): the part of an id that status/result URLs use."""
-    parts = endpoint_id.strip("/").split("/")
-    size = 3 if parts[0] in NAMESPACES else 2
-    return "/".join(parts[:size])
+    return endpoint_parts(endpoint_id).app_base
 
 
 def app_alias(endpoint_id):
-    parts = endpoint_id.strip("/").split("/")
-    return parts[2 if parts[0] in NAMESPACES else 1] if len(parts) > 1 else parts[0]
+    """The app's alias: what tokens are scoped to."""
+    return endpoint_parts(endpoint_id).alias
 
 
 def base_url():

@@ -61,7 +61,7 @@ def status_body(job, with_logs, logs=None):
 
 def find_job(base, request_id):
     job = runtime().queue.get(request_id)
-    if job is None or job.app_base != base.strip("/"):
+    if job is None or job.app_base != app_base(base):
         raise errors.detail(404, f"Request '{request_id}' not found")
     return job
 
@@ -173,7 +173,7 @@ def cancel(base, request_id):
     """202 CANCELLATION_REQUESTED (queued: removed; running: flagged), 400 ALREADY_COMPLETED,
     404 NOT_FOUND."""
     job = runtime().queue.get(request_id)
-    if job is None or job.app_base != base.strip("/"):
+    if job is None or job.app_base != app_base(base):
         return jsonify({"status": "NOT_FOUND"}), 404
     answer = runtime().queue.cancel(request_id)
     code = {"CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400, "NOT_FOUND": 404}[answer]

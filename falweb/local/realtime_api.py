@@ -50,6 +50,12 @@ def realtime(ws, endpoint_id):
     from falweb.schemas import load_input
 
     rt = runtime()
+    # The endpoint first: an id that is not one has no alias to check a token against.
+    endpoint = get_endpoint(endpoint_id)
+    if endpoint is None or not endpoint.realtime:
+        _error(ws, "NOT_FOUND", f"'{endpoint_id}' has no realtime endpoint here")
+        ws.close(reason=1008, message="Not found")
+        return
     token = request.args.get("fal_jwt_token")
     if token is not None:
         try:
@@ -58,11 +64,6 @@ def realtime(ws, endpoint_id):
             _send_json(ws, {"status": "error", "error": "Unauthorized"})
             ws.close(reason=1008, message="Unauthorized")
             return
-    endpoint = get_endpoint(endpoint_id)
-    if endpoint is None or not endpoint.realtime:
-        _error(ws, "NOT_FOUND", f"'{endpoint_id}' has no realtime endpoint here")
-        ws.close(reason=1008, message="Not found")
-        return
     root = base_url()
     latest = []
     arrived = threading.Condition()
