@@ -43,6 +43,11 @@ def _b64url(value):
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
+def signed_message(request_id, user_id, timestamp, body):
+    """The bytes fal signs for a delivery: ``request_id\nuser_id\ntimestamp\nsha256(body)``."""
+    return "\n".join([request_id, user_id, timestamp, hashlib.sha256(body).hexdigest()]).encode()
+
+
 def verify_webhook(headers, body, jwks, *, tolerance=TOLERANCE_SECONDS, now=None, user_id=None):
     """Check a delivery's signature against ``jwks``; returns its request id.
 
@@ -64,13 +69,13 @@ def verify_webhook(headers, body, jwks, *, tolerance=TOLERANCE_SECONDS, now=None
         signature_bytes = bytes.fromhex(signature)
     except ValueError:
         raise WebhookError("signature is not hex") from None
-    message = "\n".join([request_id, sender, timestamp, hashlib.sha256(body).hexdigest()])
+    message = signed_message(request_id, sender, timestamp, body)
     for key in jwks.get("keys", ()):
         if key.get("kty") != "OKP" or key.get("crv") != "Ed25519":
             continue
         try:
             Ed25519PublicKey.from_public_bytes(_b64url(key["x"])).verify(
-                signature_bytes, message.encode())
+                signature_bytes, message)
             return request_id
         except (InvalidSignature, ValueError, KeyError, TypeError):
             continue

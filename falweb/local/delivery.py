@@ -6,13 +6,14 @@ POSTs it (JSON, keys sorted) with ``X-Fal-Webhook-*`` headers and an Ed25519 sig
 ``MAX_ATTEMPTS`` times. Rows survive a restart, so a delivery is not lost with the process.
 """
 
-import hashlib
 import json
 import logging
 import threading
 import time
 
 import requests
+
+from falweb.webhooks import signed_message
 
 USER_ID = "falweb-local"
 MAX_ATTEMPTS = 10
@@ -52,14 +53,14 @@ class Deliveries:
 
     def headers(self, request_id, body, timestamp=None):
         timestamp = str(int(timestamp if timestamp is not None else time.time()))
-        message = "\n".join([request_id, USER_ID, timestamp, hashlib.sha256(body).hexdigest()])
+        message = signed_message(request_id, USER_ID, timestamp, body)
         return {
             "Content-Type": "application/json",
             "User-Agent": "falweb-local-webhook",
             "X-Fal-Webhook-Request-Id": request_id,
             "X-Fal-Webhook-User-Id": USER_ID,
             "X-Fal-Webhook-Timestamp": timestamp,
-            "X-Fal-Webhook-Signature": self.key.sign(message.encode()),
+            "X-Fal-Webhook-Signature": self.key.sign(message),
         }
 
     def _due(self):
