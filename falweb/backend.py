@@ -100,18 +100,37 @@ def describe(app=None):
     return info
 
 
+def local_state(app=None, timeout=5):
+    """The local runtime's own ``/healthz`` state: read in process when embedded, fetched
+    from ``FALWEB_LOCAL_URL`` otherwise (``requests`` errors and ``ValueError`` propagate)."""
+    app = app or current_app
+    local_app = app.extensions["falweb"]["local_app"]
+    if local_app is not None:
+        return local_app.extensions["falweb_local"].state()
+    import requests
+
+    return requests.get(local_base(app) + "/healthz", timeout=timeout).json()
+
+
+REMOTE_STATE_SECONDS = 60
+
+
 def _local_synthetic(app):
     local_app = app.extensions["falweb"]["local_app"]
     if local_app is not None:
         return local_app.extensions["falweb_local"].engine.synthetic
-    # A runtime elsewhere: ask it once; until it answers, say synthetic (the safe label).
-    ext = app.extensions["falweb"]
-    if "remote_synthetic" not in ext:
-        import requests
+    # A runtime elsewhere: every page asks, so its answer (or its silence, which reads as
+    # synthetic, the safe label) is kept a minute instead of costing a request per page.
+    import time
 
+    import requests
+
+    ext = app.extensions["falweb"]
+    cached = ext.get("remote_synthetic")
+    if cached is None or time.monotonic() - cached[1] > REMOTE_STATE_SECONDS:
         try:
-            state = requests.get(local_base(app) + "/healthz", timeout=3).json()
-            ext["remote_synthetic"] = bool(state.get("synthetic", True))
-        except (requests.RequestException, ValueError):
-            return True
-    return ext["remote_synthetic"]
+            synthetic = bool(local_state(app, timeout=3).get("synthetic", True))
+        except (requests.RequestException, ValueError, AttributeError):
+            synthetic = True
+        cached = ext["remote_synthetic"] = (synthetic, time.monotonic())
+    return cached[0]

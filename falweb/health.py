@@ -2,7 +2,6 @@
 
 import requests
 from flask import Blueprint
-from flask import current_app
 from flask import jsonify
 
 from falweb import backend
@@ -19,15 +18,10 @@ def healthz():
     body = {"status": "ok", "version": __version__, **info}
     status = 200
     if info["backend"] == "local":
-        local_app = current_app.extensions["falweb"]["local_app"]
-        if local_app is not None:
-            body["local"] = local_app.extensions["falweb_local"].state()
-        else:
-            try:
-                answer = requests.get(backend.local_base() + "/healthz", timeout=5)
-                body["local"] = answer.json()
-            except (requests.RequestException, ValueError) as exc:
-                body["status"] = "degraded"
-                body["local"] = {"status": "unreachable", "error": type(exc).__name__}
-                status = 503
+        try:
+            body["local"] = backend.local_state()
+        except (requests.RequestException, ValueError) as exc:
+            body["status"] = "degraded"
+            body["local"] = {"status": "unreachable", "error": type(exc).__name__}
+            status = 503
     return jsonify(body), status
