@@ -83,6 +83,17 @@ def hosts(app=None):
     return Hosts(local_base(app))
 
 
+def client(app=None, on=None):
+    """A :class:`~falweb.client.FalClient` with the app's credentials, timeout and poll
+    interval, on the :class:`Hosts` ``on`` (default: the backend's). Close it when done."""
+    from falweb.client import FalClient
+
+    app = app or current_app
+    return FalClient(credentials=credentials_from(app.config), hosts=on or hosts(app),
+                     timeout=app.config["FALWEB_HTTP_TIMEOUT"],
+                     poll_interval=app.config["FALWEB_POLL_INTERVAL"])
+
+
 def describe(app=None):
     """A short, key-free description of the backend for pages and /healthz.
 

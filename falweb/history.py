@@ -285,19 +285,10 @@ def reconcile(app, hosts=None):
     Rows left running when the app stopped are settled this way when it starts again.
     Returns the number of rows that were checked.
     """
-    from falweb.client import FalClient
-    from falweb.config import credentials_from
+    from falweb import backend
 
     with app.app_context():
-        if hosts is None:
-            from falweb import backend
-
-            hosts = backend.hosts(app)
-        client = FalClient(
-            credentials=credentials_from(app.config),
-            hosts=hosts,
-            timeout=app.config["FALWEB_HTTP_TIMEOUT"],
-        )
+        client = backend.client(app, on=hosts)
         db = connect(db_path(app))
         checked = 0
         try:
@@ -310,9 +301,7 @@ def reconcile(app, hosts=None):
                 checked += 1
         finally:
             db.close()
-            close = getattr(client, "close", None)
-            if close:
-                close()
+            client.close()
         return checked
 
 

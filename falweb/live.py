@@ -28,7 +28,6 @@ from flask_sock import Sock
 from marshmallow import ValidationError
 
 from falweb import backend
-from falweb.config import credentials_from
 
 bp = Blueprint("live", __name__, url_prefix="/live")
 sock = Sock()
@@ -174,17 +173,9 @@ def pump(browser, upstream, validate, stop=None):
 
 
 def _open_upstream(endpoint_id):
-    from falweb.client import FalClient
-
     hosts = backend.hosts()
-    client = FalClient(credentials=credentials_from(current_app.config), hosts=hosts,
-                       timeout=current_app.config["FALWEB_HTTP_TIMEOUT"])
-    try:
+    with backend.client(on=hosts) as client:
         token = client.realtime.get_temporary_auth_token(endpoint_id)
-    finally:
-        close = getattr(client, "close", None)
-        if close:
-            close()
     url = hosts.realtime(f"/{endpoint_id}/realtime") + "?" + urlencode(
         {"fal_jwt_token": token, "max_buffering": 1})
     return websocket.create_connection(url, timeout=current_app.config["FALWEB_HTTP_TIMEOUT"])

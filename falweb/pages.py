@@ -28,7 +28,6 @@ from falweb import backend
 from falweb import history
 from falweb import htmx
 from falweb import webhooks
-from falweb.config import credentials_from
 from falweb.schemas import CATALOG
 from falweb.schemas import describe_fields
 from falweb.schemas import form_errors
@@ -80,21 +79,14 @@ def _inject():
 @bp.teardown_app_request
 def _close_client(exc=None):
     client = g.pop("fal_client", None)
-    close = getattr(client, "close", None)
-    if close is not None:
-        close()
+    if client is not None:
+        client.close()
 
 
 def get_client():
     """The fal client for this request: the app's credentials, the backend's hosts."""
     if "fal_client" not in g:
-        from falweb.client import FalClient
-
-        g.fal_client = FalClient(
-            credentials=credentials_from(current_app.config),
-            hosts=backend.hosts(),
-            timeout=current_app.config["FALWEB_HTTP_TIMEOUT"],
-        )
+        g.fal_client = backend.client()
     return g.fal_client
 
 
