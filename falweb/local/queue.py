@@ -187,6 +187,13 @@ class JobQueue:
         caller's next :meth:`take_expired` names them.
         """
         now = time.time()
+        # Idle workers poll often; look without the write lock first, take it only for work.
+        waiting = self.db.connect().execute(
+            "SELECT 1 FROM jobs WHERE status = ? OR (status = ? AND lease_expires < ?) LIMIT 1",
+            (IN_QUEUE, IN_PROGRESS, now),
+        ).fetchone()
+        if waiting is None:
+            return None
         with self.db.transaction() as conn:
             overdue = conn.execute(
                 "SELECT request_id FROM jobs WHERE status = ? AND start_deadline < ?",
