@@ -82,26 +82,16 @@ def create_app(test_config=None):
     _configure_logging(app.config["FALWEB_LOG_LEVEL"])
 
     from falweb import backend
+    from falweb import downloads
+    from falweb import health
+    from falweb import history
+    from falweb import live
+    from falweb import pages
+    from falweb import proxy
+    from falweb import webhooks
 
     backend.init_app(app)
-
-    from falweb import health
-
     app.register_blueprint(health.bp)
-
-    for name in ("history", "proxy", "pages", "downloads", "webhooks", "live"):
-        _init_optional(app, name)
+    for part in (history, proxy, pages, downloads, webhooks, live):
+        part.init_app(app)
     return app
-
-
-def _init_optional(app, name):
-    # Parts are added issue by issue; each exposes init_app(app) once it exists.
-    import importlib
-
-    try:
-        module = importlib.import_module(f"falweb.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"falweb.{name}":
-            return
-        raise
-    module.init_app(app)
