@@ -341,8 +341,6 @@ def reconcile_command():
 
 def init_app(app):
     """Create the history tables and register the connection teardown and reconciliation."""
-    # Turn off to keep a start from polling the backend at all (e.g. offline debugging).
-    app.config.setdefault("FALWEB_HISTORY_RECONCILE", True)
     app.extensions["falweb_history"] = {"reconcile_started": False, "lock": threading.Lock()}
     init_db(app)
     app.teardown_appcontext(close_db)

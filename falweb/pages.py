@@ -37,7 +37,6 @@ from falweb.schemas import load_input
 bp = Blueprint("pages", __name__)
 csrf = CSRFProtect()
 
-HISTORY_PER_PAGE = 20
 # Log lines shown on the request page: the newest ones, enough to follow a long run.
 MAX_LOG_LINES = 300
 # Strings longer than this (data URIs of sync_mode images) are shortened in the raw output view.
@@ -53,7 +52,6 @@ _STEP = re.compile(r"(?<![\d.])(?P<step>\d{1,5})\s*/\s*(?P<total>\d{1,5})(?![\d.
 
 def init_app(app):
     """Register the pages blueprint, CSRF protection and the error pages."""
-    app.config.setdefault("FALWEB_HISTORY_PER_PAGE", HISTORY_PER_PAGE)
     # Check CSRF only where this blueprint asks for it (bp.before_request): the proxy and
     # other JSON blueprints, registered before or after this one, stay unchecked.
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)

@@ -116,9 +116,6 @@ class JWKSCache:
 
 
 def init_app(app):
-    app.config.setdefault("FALWEB_WEBHOOK_JWKS_URL", "")
-    app.config.setdefault("FALWEB_WEBHOOK_USER_ID", "")
-    app.config.setdefault("FALWEB_WEBHOOK_TOLERANCE", TOLERANCE_SECONDS)
     app.extensions["falweb_webhooks"] = {"jwks": None, "lock": threading.Lock()}
     app.register_blueprint(bp)
 
