@@ -4,12 +4,17 @@ import logging
 import os
 import secrets
 import sys
+from importlib import metadata
 
 from flask import Flask
 
 from falweb import config as settings
 
-__version__ = "0.1.0"
+try:
+    # One version: pyproject.toml's, as the installed package records it.
+    __version__ = metadata.version("falweb")
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -85,13 +90,18 @@ def create_app(test_config=None):
     from falweb import downloads
     from falweb import health
     from falweb import history
+    from falweb import history_sync
     from falweb import live
     from falweb import pages
-    from falweb import proxy
     from falweb import webhooks
+    from falweb.proxy import FalProxy
 
     backend.init_app(app)
     app.register_blueprint(health.bp)
-    for part in (history, proxy, pages, downloads, webhooks, live):
+    history.init_app(app)
+    history_sync.init_app(app)
+    # The proxy forwards to this app's backend: fal, or the local runtime.
+    FalProxy(app, hosts=backend.hosts)
+    for part in (pages, downloads, webhooks, live):
         part.init_app(app)
     return app

@@ -38,6 +38,19 @@ def init_app(app):
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {LOCAL_MOUNT: local_app})
 
 
+def local_app(app=None):
+    """The embedded local runtime's WSGI app, or None (fal, or a runtime elsewhere)."""
+    return (app or current_app).extensions["falweb"]["local_app"]
+
+
+def embedded_runtime(app=None):
+    """The embedded :class:`~falweb.local.runtime.Runtime`, or None."""
+    from falweb.local import runtime_of
+
+    local = local_app(app)
+    return runtime_of(local) if local is not None else None
+
+
 def _self_url(environ):
     # The address this server listens on, never the Host header a caller can set: the app
     # calls its embedded runtime there. gunicorn derives SERVER_NAME from Host, so ask its
@@ -115,9 +128,9 @@ def local_state(app=None, timeout=5):
     """The local runtime's own ``/healthz`` state: read in process when embedded, fetched
     from ``FALWEB_LOCAL_URL`` otherwise (``requests`` errors and ``ValueError`` propagate)."""
     app = app or current_app
-    local_app = app.extensions["falweb"]["local_app"]
-    if local_app is not None:
-        return local_app.extensions["falweb_local"].state()
+    runtime = embedded_runtime(app)
+    if runtime is not None:
+        return runtime.state()
     import requests
 
     return requests.get(local_base(app) + "/healthz", timeout=timeout).json()
@@ -127,9 +140,9 @@ REMOTE_STATE_SECONDS = 60
 
 
 def _local_synthetic(app):
-    local_app = app.extensions["falweb"]["local_app"]
-    if local_app is not None:
-        return local_app.extensions["falweb_local"].engine.synthetic
+    runtime = embedded_runtime(app)
+    if runtime is not None:
+        return runtime.engine.synthetic
     # A runtime elsewhere: every page asks, so its answer (or its silence, which reads as
     # synthetic, the safe label) is kept a minute instead of costing a request per page.
     import time

@@ -51,12 +51,18 @@ DEFAULTS = {
     # Public URL of this app (e.g. https://gen.example.com) where fal can deliver webhooks;
     # empty = no webhooks from fal (the embedded runtime always delivers to the app itself).
     "FALWEB_PUBLIC_URL": "",
+    # The URL at which this app reaches itself (its embedded runtime, webhooks to itself);
+    # `falweb serve` and the test servers set it once bound. Empty = each request's own
+    # listening address (never the Host header, which a caller chooses).
+    "FALWEB_SELF_URL": "",
     # JWKS that signs webhooks; empty = fal's, or the local runtime's in local mode.
     "FALWEB_WEBHOOK_JWKS_URL": "",
     # Accept webhooks only from this fal user id (X-Fal-Webhook-User-Id); empty = any.
     "FALWEB_WEBHOOK_USER_ID": "",
     # Seconds a webhook's timestamp may differ from now.
     "FALWEB_WEBHOOK_TOLERANCE": 300,
+    # Largest webhook body accepted, in bytes (413 above; checked before the body is read).
+    "FALWEB_WEBHOOK_MAX_BYTES": 32 * 1024 * 1024,
     # Requests per history page.
     "FALWEB_HISTORY_PER_PAGE": 20,
     # Poll the backend for unfinished history rows after a restart (in the background).
@@ -95,20 +101,30 @@ def from_environ(environ=None):
     return found
 
 
-def credentials_from(config):
-    """The credentials sent after ``Key ``: FAL_KEY, else FAL_KEY_ID:FAL_KEY_SECRET, else None."""
-    if config.get("FAL_KEY"):
-        return config["FAL_KEY"]
-    if config.get("FAL_KEY_ID") and config.get("FAL_KEY_SECRET"):
-        return f"{config['FAL_KEY_ID']}:{config['FAL_KEY_SECRET']}"
+def credentials_from(mapping):
+    """fal's credentials in ``mapping`` (app config or ``os.environ``), as fal's JS client's
+    ``credentialsFromEnv`` reads them: ``FAL_KEY`` (present, it wins even when empty), else
+    ``FAL_KEY_ID:FAL_KEY_SECRET``, else None. The one rule for the app, proxy, CLI and client.
+    """
+    if mapping.get("FAL_KEY") is not None:
+        return mapping["FAL_KEY"] or None
+    if mapping.get("FAL_KEY_ID") and mapping.get("FAL_KEY_SECRET"):
+        return f"{mapping['FAL_KEY_ID']}:{mapping['FAL_KEY_SECRET']}"
     return None
 
 
-def backend_of(config):
-    """``"fal"`` or ``"local"``: the configured backend, or fal exactly when a key is set."""
-    backend = (config.get("FALWEB_BACKEND") or "").strip().lower()
+def backend_of(mapping):
+    """``"fal"`` or ``"local"`` for ``mapping`` (app config or ``os.environ``).
+
+    ``FALWEB_BACKEND`` when set; else local when ``FALWEB_LOCAL_URL`` names a runtime (an
+    explicit choice); else fal exactly when a key is configured. The one rule for the app,
+    the CLI and the client's defaults. Raises ``ValueError`` for another ``FALWEB_BACKEND``.
+    """
+    backend = (mapping.get("FALWEB_BACKEND") or "").strip().lower()
     if backend in ("fal", "local"):
         return backend
     if backend:
         raise ValueError(f"FALWEB_BACKEND must be 'fal', 'local' or empty, not {backend!r}")
-    return "fal" if credentials_from(config) else "local"
+    if mapping.get("FALWEB_LOCAL_URL"):
+        return "local"
+    return "fal" if credentials_from(mapping) else "local"

@@ -20,19 +20,16 @@ from flask import stream_with_context
 
 from falweb import backend
 from falweb import history
+from falweb.client.outputs import output_file_name
+from falweb.hosts import is_fal_host
 
 bp = Blueprint("downloads", __name__)
 
-FAL_CDN_SUFFIXES = (".fal.media", ".fal.run", ".fal.ai")
 CHUNK = 64 * 1024
 
 
 def init_app(app):
     app.register_blueprint(bp)
-
-
-def _extension(content_type):
-    return (content_type or "image/jpeg").split(";")[0].rsplit("/", 1)[-1] or "bin"
 
 
 def _trusted(url):
@@ -43,7 +40,7 @@ def _trusted(url):
     parts = urlsplit(url)
     host = parts.hostname or ""
     return parts.scheme == "https" and parts.port is None and parts.username is None and (
-        host in ("fal.media", "fal.run", "fal.ai") or host.endswith(FAL_CDN_SUFFIXES))
+        is_fal_host(host))
 
 
 @bp.get("/requests/<request_id>/images/<int:index>")
@@ -63,7 +60,7 @@ def image(request_id, index):
     if not isinstance(url, str):
         abort(404, description="No such image.")
     content_type = entry.get("content_type") or "image/jpeg"
-    name = f"{request_id}-{index}.{_extension(content_type)}"
+    name = output_file_name(request_id, index, content_type, url)
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     if url.startswith("data:"):
         head, _, payload = url.partition(",")

@@ -21,7 +21,7 @@ from falweb.client import FalClient
 from falweb.client import FalConnectionError
 from falweb.client import FalError
 from falweb.client import ValidationError
-from falweb.client.transport import credentials_from_env
+from falweb.config import backend_of
 from falweb.hosts import Hosts
 
 DEFAULT_LOCAL_URL = "http://127.0.0.1:5000/local"
@@ -48,9 +48,7 @@ def parse_input(prompt, params):
 def make_client(environ=None):
     """The client for the configured backend (see the module docstring)."""
     environ = os.environ if environ is None else environ
-    backend = environ.get("FALWEB_BACKEND", "").strip().lower()
-    if backend != "local" and (backend == "fal" or credentials_from_env(environ)) \
-            and not environ.get("FALWEB_LOCAL_URL"):
+    if backend_of(environ) == "fal":
         return FalClient(hosts=Hosts())
     return FalClient(hosts=Hosts(environ.get("FALWEB_LOCAL_URL") or DEFAULT_LOCAL_URL))
 

@@ -1,26 +1,25 @@
 """Request history: one SQLite row per request, in the instance folder (flaskr's db shape).
 
 A row is written when a submit is accepted, before the user is answered, and is kept up to
-date by the request page's status polls (and by verified webhooks). It stores the exact
-validated input, so a request can be re-run, and fal's result as JSON text, so seeds larger
-than 2**63 survive unchanged.
+date by the request page's status polls and by verified webhooks (:mod:`falweb.history_sync`
+talks to the backend; this module only stores). It stores the exact validated input, so a
+request can be re-run, and fal's result as JSON text, so seeds larger than 2**63 survive
+unchanged.
+
+A webhook can arrive before its row exists (the backend may finish a request before the
+submit's answer reaches us): it is *held* here and applied when :func:`add` writes the row.
 
 Statuses: fal's ``IN_QUEUE``, ``IN_PROGRESS`` and ``COMPLETED``, plus two terminal ones of
 falweb's own: ``FAILED`` (fal reported an error) and ``CANCELLED``.
 """
 
 import json
-import logging
 import os
 import sqlite3
-import threading
 import time
 
-import click
 from flask import current_app
 from flask import g
-
-log = logging.getLogger(__name__)
 
 DB_NAME = "history.sqlite"
 
@@ -49,7 +48,15 @@ CREATE TABLE IF NOT EXISTS request (
     synthetic INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS request_created ON request (created DESC);
+CREATE TABLE IF NOT EXISTS held_webhook (
+    request_id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    received REAL NOT NULL
+);
 """
+
+# A held webhook whose request never shows up (submitted by another app) is forgotten.
+HELD_WEBHOOK_SECONDS = 24 * 3600
 
 # Columns a caller may change with update(); JSON ones are encoded here.
 _JSON_COLUMNS = ("logs", "result", "error", "input")
@@ -133,22 +140,60 @@ def _thumbnail(result):
 
 
 def add(request_id, endpoint_id, input, backend, status="IN_QUEUE", db=None, synthetic=False):
-    """Record a newly submitted request; a repeated id (a webhook came first) is kept.
+    """Record a newly submitted request; a repeated id keeps its row.
 
-    ``synthetic``: its images will be the preview engine's drawings, not model outputs.
+    Returns the body of a webhook held for this request (it came first), now taken, or
+    None. ``synthetic``: its images will be the preview engine's drawings.
     """
     db = db or get_db()
     now = time.time()
     prompt = input.get("prompt") if isinstance(input.get("prompt"), str) else None
-    db.execute(
-        "INSERT INTO request (request_id, endpoint_id, backend, input, status, prompt,"
-        " created, updated, synthetic) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (request_id) DO UPDATE SET endpoint_id = excluded.endpoint_id,"
-        " input = excluded.input, prompt = excluded.prompt",
-        (request_id, endpoint_id, backend, json.dumps(input), status, prompt, now, now,
-         int(bool(synthetic))),
-    )
-    db.commit()
+    # One write transaction with hold_webhook()'s: a webhook is either held before the row
+    # exists (and taken here) or finds the row; never neither.
+    with _immediate(db):
+        db.execute(
+            "INSERT INTO request (request_id, endpoint_id, backend, input, status, prompt,"
+            " created, updated, synthetic) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (request_id) DO UPDATE SET endpoint_id = excluded.endpoint_id,"
+            " input = excluded.input, prompt = excluded.prompt",
+            (request_id, endpoint_id, backend, json.dumps(input), status, prompt, now, now,
+             int(bool(synthetic))),
+        )
+        held = db.execute("DELETE FROM held_webhook WHERE request_id = ? RETURNING body",
+                          (request_id,)).fetchone()
+    return bytes(held[0]) if held else None
+
+
+def get_or_hold_webhook(request_id, body, db=None):
+    """The row of ``request_id``; or, when there is none yet, None after keeping ``body``
+    for :func:`add` to hand back (a repeated delivery replaces the one held)."""
+    db = db or get_db()
+    with _immediate(db):
+        row = db.execute("SELECT * FROM request WHERE request_id = ?",
+                         (request_id,)).fetchone()
+        if row is None:
+            db.execute("DELETE FROM held_webhook WHERE received < ?",
+                       (time.time() - HELD_WEBHOOK_SECONDS,))
+            db.execute("INSERT OR REPLACE INTO held_webhook (request_id, body, received)"
+                       " VALUES (?, ?, ?)", (request_id, body, time.time()))
+    return _decode(row)
+
+
+class _immediate:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on error): the write lock from the start."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.commit()  # the sqlite3 module may hold an implicit transaction open
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.db.commit()
+        else:
+            self.db.rollback()
 
 
 def get(request_id, db=None):
@@ -191,6 +236,9 @@ def page(number, per_page, db=None):
     """Rows of page ``number`` (1-based), newest first, and the total number of rows."""
     db = db or get_db()
     total = db.execute("SELECT COUNT(*) FROM request").fetchone()[0]
+    # Past the last page (or past SQLite's 64-bit OFFSET): nothing, not an OverflowError.
+    if number > total // max(per_page, 1) + 1:
+        return [], total
     rows = db.execute(
         "SELECT * FROM request ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?",
         (per_page, (max(number, 1) - 1) * per_page),
@@ -207,142 +255,14 @@ def unfinished(db=None):
     return [_decode(row) for row in rows]
 
 
-def refresh(client, row, db=None):
-    """Ask the backend about an unfinished row and store what it says; returns the new row.
-
-    ``COMPLETED`` fetches the result (or records fal's error as ``FAILED``, or ``CANCELLED``
-    when a cancel was asked for). Errors reaching the backend propagate to the caller; a 404
-    for the request ends it as ``FAILED``.
-    """
-    from falweb.client import errors
-
-    request_id, endpoint_id = row["request_id"], row["endpoint_id"]
-    try:
-        status = client.status(endpoint_id, request_id, logs=True)
-    except errors.ApiError as exc:
-        if exc.status != 404:
-            raise
-        update(
-            request_id,
-            db=db,
-            status="CANCELLED" if row["cancel_requested"] else "FAILED",
-            error=error_of(exc),
-        )
-        return get(request_id, db=db)
-    logs = list(getattr(status, "logs", None) or []) or row["logs"]
-    # Anything but fal's two pending states is final, so a status fal might add (FAILED,
-    # CANCELLED) can never make the page poll forever.
-    if status.status in PENDING:
-        update(
-            request_id,
-            db=db,
-            status=status.status,
-            queue_position=getattr(status, "queue_position", None),
-            logs=logs,
-        )
-        return get(request_id, db=db)
-    failed = getattr(status, "error", None)
-    if failed:
-        error_type = getattr(status, "error_type", None)
-        cancelled = row["cancel_requested"] or error_type == CANCELLED_ERROR_TYPE
-        update(
-            request_id,
-            db=db,
-            status="CANCELLED" if cancelled else "FAILED",
-            logs=logs,
-            error={"detail": failed, "error_type": error_type},
-        )
-        return get(request_id, db=db)
-    try:
-        result = client.result(endpoint_id, request_id)
-    except errors.ApiError as exc:
-        update(
-            request_id,
-            db=db,
-            status="CANCELLED" if row["cancel_requested"] else "FAILED",
-            logs=logs,
-            error=error_of(exc),
-        )
-        return get(request_id, db=db)
-    update(
-        request_id, db=db, status="COMPLETED", queue_position=None, logs=logs, result=dict(result)
-    )
-    return get(request_id, db=db)
-
-
-def error_of(exc):
-    """A JSON-able description of an upstream error: fal's ``detail`` when it sent one."""
-    body = getattr(exc, "body", None)
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if detail is None:
-        detail = body if isinstance(body, str) and body else str(exc)
-    return {"status": getattr(exc, "status", None), "detail": detail}
-
-
-def reconcile(app, hosts=None):
-    """Poll every unfinished row once and store the answers (best effort, logs failures).
-
-    Rows left running when the app stopped are settled this way when it starts again.
-    Returns the number of rows that were checked.
-    """
-    from falweb import backend
-
-    with app.app_context():
-        client = backend.client(app, on=hosts)
-        db = connect(db_path(app))
-        checked = 0
-        try:
-            for row in unfinished(db=db):
-                try:
-                    refresh(client, row, db=db)
-                except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others
-                    # One line, no traceback: an unreachable backend is expected here.
-                    log.warning("could not reconcile request %s: %s", row["request_id"], exc)
-                checked += 1
-        finally:
-            db.close()
-            client.close()
-        return checked
-
-
-def _reconcile_once(app):
-    # The embedded runtime's address is only known once a request has arrived, so the
-    # first request starts reconciliation in the background instead of startup blocking on it.
-    state = app.extensions["falweb_history"]
-    if state["reconcile_started"] or not app.config["FALWEB_HISTORY_RECONCILE"]:
-        return
-    with state["lock"]:
-        if state["reconcile_started"]:
-            return
-        state["reconcile_started"] = True
-    db = connect(db_path(app))
-    try:
-        pending = db.execute(
-            "SELECT COUNT(*) FROM request WHERE status IN (?, ?)", PENDING
-        ).fetchone()[0]
-    finally:
-        db.close()
-    if not pending:
-        return
-    from falweb import backend
-
-    hosts = backend.hosts(app)
-    threading.Thread(
-        target=reconcile, args=(app, hosts), name="history-reconcile", daemon=True
-    ).start()
-
-
-@click.command("history-reconcile")
-def reconcile_command():
-    """Poll the backend for every unfinished request in the history."""
-    count = reconcile(current_app._get_current_object())
-    click.echo(f"checked {count} unfinished request(s)")
+def pending_count(db=None):
+    """How many rows are still queued or running."""
+    db = db or get_db()
+    return db.execute("SELECT COUNT(*) FROM request WHERE status IN (?, ?)",
+                      PENDING).fetchone()[0]
 
 
 def init_app(app):
-    """Create the history tables and register the connection teardown and reconciliation."""
-    app.extensions["falweb_history"] = {"reconcile_started": False, "lock": threading.Lock()}
+    """Create the history tables and register the connection teardown."""
     init_db(app)
     app.teardown_appcontext(close_db)
-    app.cli.add_command(reconcile_command)
-    app.before_request(lambda: _reconcile_once(current_app._get_current_object()))

@@ -36,6 +36,26 @@ LOCAL_PREFIXES = {
 
 FAL_HOSTS = frozenset(urlsplit(origin).hostname for origin in LOCAL_PREFIXES)
 
+#: Domains of fal's API (a full URL on one of them may stand for an endpoint id).
+FAL_API_DOMAINS = ("fal.run", "fal.ai")
+#: Every domain of fal's, its CDN included.
+FAL_DOMAINS = (*FAL_API_DOMAINS, "fal.media")
+
+#: The header in which a client behind fal's credential proxy names the real fal URL.
+TARGET_URL_HEADER = "x-fal-target-url"
+
+
+def is_fal_host(host, domains=FAL_DOMAINS):
+    """True when ``host`` is one of ``domains`` or a subdomain of one (anchored, so
+    ``evilfal.run`` is not fal's)."""
+    host = (host or "").lower()
+    return any(host == domain or host.endswith("." + domain) for domain in domains)
+
+
+def hostname(origin):
+    """The host name of a canonical origin (``QUEUE_URL`` → ``queue.fal.run``)."""
+    return urlsplit(origin).hostname
+
 
 def _origin(url):
     parts = urlsplit(url)

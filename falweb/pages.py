@@ -7,11 +7,6 @@ blueprint; the JSON blueprints (proxy, webhooks) are not checked, as they authen
 their callers by other means.
 """
 
-import json
-import re
-import time
-from urllib.parse import urlsplit
-
 from flask import Blueprint
 from flask import abort
 from flask import current_app
@@ -26,29 +21,26 @@ from marshmallow import ValidationError
 
 from falweb import backend
 from falweb import history
+from falweb import history_sync
 from falweb import htmx
+from falweb import presentation
 from falweb import webhooks
+from falweb.client import errors as client_errors
+from falweb.presentation import history_item
+from falweb.presentation import status_context
 from falweb.schemas import CATALOG
 from falweb.schemas import describe_fields
 from falweb.schemas import form_errors
 from falweb.schemas import get_endpoint
 from falweb.schemas import load_input
+from falweb.schemas.forms import blank_rows
+from falweb.schemas.forms import post_data
+from falweb.schemas.forms import uses_text_box
+from falweb.schemas.forms import values_from_form
+from falweb.schemas.forms import values_from_input
 
 bp = Blueprint("pages", __name__)
 csrf = CSRFProtect()
-
-# Log lines shown on the request page: the newest ones, enough to follow a long run.
-MAX_LOG_LINES = 300
-# Strings longer than this (data URIs of sync_mode images) are shortened in the raw output view.
-RAW_STRING_LIMIT = 200
-# Integers beyond this lose precision as JavaScript numbers, so their inputs stay text.
-JS_SAFE_INTEGER = 2**53 - 1
-
-TRUE_STRINGS = frozenset({"on", "true", "1", "yes"})
-_ROW_KEY = re.compile(r"(?P<index>\d{1,6})-(?P<sub>[A-Za-z_]\w*)")
-# "Step 12/28", "12/28 [00:03<00:05]": the step counters diffusion runners log (local, tqdm).
-_STEP = re.compile(r"(?<![\d.])(?P<step>\d{1,5})\s*/\s*(?P<total>\d{1,5})(?![\d.])")
-
 
 def init_app(app):
     """Register the pages blueprint, CSRF protection and the error pages."""
@@ -58,9 +50,7 @@ def init_app(app):
     csrf.init_app(app)
     app.register_blueprint(bp)
     app.register_error_handler(CSRFError, _csrf_error)
-    app.jinja_env.filters["pretty_json"] = pretty_json
-    app.jinja_env.filters["duration"] = _duration
-    app.jinja_env.filters["timestamp"] = _timestamp
+    presentation.init_app(app)
 
 
 @bp.before_request
@@ -88,45 +78,6 @@ def get_client():
     return g.fal_client
 
 
-def _client_errors():
-    from falweb.client import errors
-
-    return errors
-
-
-# -- formatting -----------------------------------------------------------------------------
-
-
-def pretty_json(value):
-    """``value`` as indented JSON; big integers (seeds) stay exact, as Python prints them."""
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
-
-
-def _shorten(value):
-    if isinstance(value, str) and len(value) > RAW_STRING_LIMIT:
-        return f"{value[:60]}… ({len(value)} characters)"
-    if isinstance(value, dict):
-        return {key: _shorten(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_shorten(item) for item in value]
-    return value
-
-
-def _duration(seconds):
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes} min {seconds:02d} s"
-
-
-def _timestamp(epoch):
-    if epoch is None:
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
-
-
 # -- forms ----------------------------------------------------------------------------------
 
 
@@ -137,119 +88,6 @@ def _endpoint_or_404(endpoint_id):
     return endpoint
 
 
-def _text(value):
-    return "" if value is None else str(value)
-
-
-def _uses_text_box(field):
-    # A number input would round a 64-bit seed through a double in the browser.
-    return field.kind == "integer" and field.max is not None and field.max > JS_SAFE_INTEGER
-
-
-def values_from_input(fields, data=None):
-    """Form values (as the templates read them) for an input dict; defaults where absent."""
-    values = {}
-    for field in fields:
-        value = field.default if data is None else data.get(field.name, field.default)
-        if field.kind == "boolean":
-            values[field.name] = bool(value)
-        elif field.kind == "image_size":
-            if isinstance(value, dict):
-                values[field.name] = "custom"
-                values[f"{field.name}_width"] = _text(value.get("width"))
-                values[f"{field.name}_height"] = _text(value.get("height"))
-            else:
-                values[field.name] = _text(value)
-        elif field.kind == "list":
-            rows = value if isinstance(value, list) else []
-            values[field.name] = [
-                {sub.name: _row_text(sub, row.get(sub.name)) for sub in field.subfields}
-                for row in rows
-                if isinstance(row, dict)
-            ]
-        elif field.multiple and isinstance(value, list):
-            values[field.name] = ", ".join(str(item) for item in value)
-        else:
-            values[field.name] = _text(value)
-    return values
-
-
-def _row_text(sub, value):
-    if sub.multiple and isinstance(value, list):
-        return ", ".join(str(item) for item in value)
-    return _text(value)
-
-
-def values_from_form(fields, form):
-    """Form values from a post; list rows ordered by index, blank rows dropped.
-
-    Rows are renumbered from 0, as the schema numbers them in its error messages, so a
-    message such as ``loras.1.scale`` lands beside the row it is about.
-    """
-    values = {}
-    for field in fields:
-        name = field.name
-        if field.kind == "boolean":
-            values[name] = any(v.strip().lower() in TRUE_STRINGS for v in form.getlist(name))
-        elif field.kind == "image_size":
-            values[name] = form.get(name, "")
-            for side in ("width", "height"):
-                values[f"{name}_{side}"] = form.get(f"{name}_{side}", "")
-        elif field.kind == "list":
-            values[name] = _rows_from_form(field, form)
-        else:
-            values[name] = form.get(name, "")
-    return values
-
-
-def _rows_from_form(field, form):
-    prefix = f"{field.name}-"
-    indexed = {}
-    for key in form.keys():
-        if not key.startswith(prefix):
-            continue
-        match = _ROW_KEY.fullmatch(key[len(prefix) :])
-        if match is None:
-            continue
-        indexed.setdefault(int(match["index"]), {})[match["sub"]] = form.get(key, "")
-    names = [sub.name for sub in field.subfields]
-    required = [sub.name for sub in field.subfields if sub.required] or names
-    rows = []
-    for _, row in sorted(indexed.items()):
-        row = {name: row.get(name, "") for name in names}
-        if all(not row[name].strip() for name in required):
-            continue
-        rows.append(row)
-    return rows
-
-
-def post_data(fields, values):
-    """The flat form post :func:`falweb.schemas.load_input` folds, built from form values."""
-    data = {}
-    for field in fields:
-        value = values.get(field.name)
-        if field.kind == "boolean":
-            if value:
-                data[field.name] = "on"
-        elif field.kind == "list":
-            for index, row in enumerate(value or []):
-                for sub, text in row.items():
-                    data[f"{field.name}-{index}-{sub}"] = text
-        else:
-            data[field.name] = value if value is not None else ""
-            if field.kind == "image_size":
-                for side in ("width", "height"):
-                    data[f"{field.name}_{side}"] = values.get(f"{field.name}_{side}", "")
-    return data
-
-
-def _blank_rows(field, rows):
-    # Without JavaScript there is no "add row" button, so offer empty rows to fill in.
-    most = int(field.max) if field.max else 5
-    wanted = min(most, max(len(rows) + 1, 2))
-    return max(wanted - len(rows), 0)
-
-
 def _render_form(endpoint, fields, values, errors=None, upstream_error=None, status=200):
     context = {
         "endpoint": endpoint,
@@ -257,8 +95,8 @@ def _render_form(endpoint, fields, values, errors=None, upstream_error=None, sta
         "values": values,
         "errors": errors or {},
         "upstream_error": upstream_error,
-        "blank_rows": _blank_rows,
-        "uses_text_box": _uses_text_box,
+        "blank_rows": blank_rows,
+        "uses_text_box": uses_text_box,
         # An error inside the folded "Advanced" group must not stay hidden.
         "labels": {f.name: f.label for f in fields},
         "open_advanced": any(
@@ -277,7 +115,7 @@ def catalog():
     return render_template(
         "pages/catalog.html",
         endpoints=list(CATALOG.values()),
-        recent=[_history_item(row) for row in recent],
+        recent=[history_item(row) for row in recent],
     )
 
 
@@ -325,9 +163,9 @@ def submit(endpoint_id):
         return _render_form(endpoint, fields, values, form_errors(exc.messages), status=422)
     try:
         request_id = _submit(endpoint.endpoint_id, input)
-    except _client_errors().ValidationError as exc:
+    except client_errors.ValidationError as exc:
         return _render_form(endpoint, fields, values, _upstream_field_errors(exc), status=422)
-    except _client_errors().FalError as exc:
+    except client_errors.FalError as exc:
         return _render_form(
             endpoint, fields, values, upstream_error=_describe_error(exc), status=502
         )
@@ -346,15 +184,17 @@ def _upload(field, values):
         values[field.name] = get_client().storage.upload(
             content, content_type=file.mimetype or None, file_name=file.filename
         )
-    except _client_errors().FalError as exc:
+    except client_errors.FalError as exc:
         return f"The upload failed: {_describe_error(exc)['detail']}"
     return None
 
 
 def _submit(endpoint_id, input):
     # A webhook finishes the history row even when nobody keeps the page open.
-    handle = get_client().submit(endpoint_id, input=input, webhook_url=webhooks.webhook_url())
-    history.add(
+    client = get_client()
+    handle = client.submit(endpoint_id, input=input, webhook_url=webhooks.webhook_url())
+    history_sync.add(
+        client,
         handle.request_id,
         endpoint_id,
         input,
@@ -375,12 +215,11 @@ def _upstream_field_errors(exc):
 
 def _describe_error(exc):
     """What to show of a client error: fal's ``detail`` when there is one (escaped later)."""
-    errors = _client_errors()
-    if isinstance(exc, errors.ApiError):
-        return history.error_of(exc)
-    if isinstance(exc, errors.FalConnectionError):
+    if isinstance(exc, client_errors.ApiError):
+        return history_sync.error_of(exc)
+    if isinstance(exc, client_errors.FalConnectionError):
         return {"status": None, "detail": f"Could not reach the backend ({exc.message})."}
-    if isinstance(exc, errors.FalTimeoutError):
+    if isinstance(exc, client_errors.FalTimeoutError):
         return {"status": None, "detail": "The backend did not answer in time."}
     return {"status": None, "detail": str(exc)}
 
@@ -395,95 +234,19 @@ def _row_or_404(request_id):
     return row
 
 
-def _status_context(row, poll_error=None):
-    now = time.time()
-    endpoint = get_endpoint(row["endpoint_id"])
-    result = row.get("result") or {}
-    return {
-        "row": row,
-        "endpoint": endpoint,
-        "done": row["status"] in history.TERMINAL,
-        "elapsed": (row.get("finished") or now) - row["created"],
-        "logs": row["logs"][-MAX_LOG_LINES:],
-        "hidden_logs": max(len(row["logs"]) - MAX_LOG_LINES, 0),
-        "progress": _progress(row),
-        "result": result,
-        "images": _images(row, result),
-        "raw_output": _shorten(result),
-        "poll_error": poll_error,
-        "synthetic": row["synthetic"],
-    }
-
-
-def _progress(row):
-    """(step, total) from the newest log line that counts steps, while the request runs."""
-    if row["status"] != "IN_PROGRESS":
-        return None
-    for line in reversed(row["logs"][-20:]):
-        message = line.get("message") if isinstance(line, dict) else None
-        match = _STEP.search(message) if isinstance(message, str) else None
-        if match and 0 < int(match["step"]) <= int(match["total"]):
-            return int(match["step"]), int(match["total"])
-    return None
-
-
-def _images(row, result):
-    images = result.get("images") if isinstance(result, dict) else None
-    flags = result.get("has_nsfw_concepts") if isinstance(result, dict) else None
-    found = []
-    for index, image in enumerate(images if isinstance(images, list) else []):
-        if not isinstance(image, dict) or not isinstance(image.get("url"), str):
-            continue
-        content_type = image.get("content_type") or "image/jpeg"
-        extension = content_type.rsplit("/", 1)[-1].split(";")[0] or "img"
-        found.append(
-            {
-                "index": index,
-                "url": _browser_url(image["url"]),
-                "width": image.get("width"),
-                "height": image.get("height"),
-                "content_type": content_type,
-                "file_name": f"{row['request_id']}-{index}.{extension}",
-                "nsfw": bool(flags[index])
-                if isinstance(flags, list) and index < len(flags)
-                else False,
-            }
-        )
-    return found
-
-
-def _browser_url(url):
-    """``url`` as this page's browser should fetch it.
-
-    The embedded runtime names its files by the address the server is bound to (often
-    127.0.0.1), which a browser on another machine cannot reach; its own path on this app
-    works from anywhere, and survives the app moving to another port.
-    """
-    config = current_app.config
-    if config["FALWEB_BACKEND"] != "local" or config["FALWEB_LOCAL_URL"]:
-        return url
-    parts = urlsplit(url)
-    mount = request.script_root + backend.LOCAL_MOUNT + "/"
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if parts.scheme in ("http", "https") and parts.path.startswith(mount):
-        if loopback or parts.netloc == request.host:
-            return parts.path + (f"?{parts.query}" if parts.query else "")
-    return url
-
-
 def _poll(row):
     """Refresh an unfinished row from the backend; returns (row, error to show or None)."""
     if row["status"] in history.TERMINAL:
         return row, None
     try:
-        return history.refresh(get_client(), row), None
-    except _client_errors().FalError as exc:
+        return history_sync.refresh(get_client(), row), None
+    except client_errors.FalError as exc:
         # A hiccup reaching the backend is shown and the page keeps polling.
         return row, _describe_error(exc)
 
 
 def _status_response(row, poll_error=None):
-    context = _status_context(row, poll_error)
+    context = status_context(row, poll_error)
     body = render_template("partials/_status.html", **context)
     status = htmx.HTMX_STOP_POLLING if context["done"] else 200
     return htmx.vary(make_response(body, status))
@@ -496,7 +259,7 @@ def request_page(request_id):
     :raise 404: the request id is not in the history.
     """
     row, poll_error = _poll(_row_or_404(request_id))
-    context = _status_context(row, poll_error)
+    context = status_context(row, poll_error)
     return render_template("pages/request.html", **context)
 
 
@@ -509,7 +272,7 @@ def status(request_id):
     """
     row, poll_error = _poll(_row_or_404(request_id))
     if not htmx.is_htmx():
-        page = render_template("pages/request.html", **_status_context(row, poll_error))
+        page = render_template("pages/request.html", **status_context(row, poll_error))
         return htmx.vary(make_response(page))
     return _status_response(row, poll_error)
 
@@ -524,14 +287,13 @@ def cancel(request_id):
     row = _row_or_404(request_id)
     poll_error = None
     if row["status"] not in history.TERMINAL:
-        errors = _client_errors()
         try:
             get_client().cancel(row["endpoint_id"], request_id)
-        except errors.ApiError as exc:
+        except client_errors.ApiError as exc:
             # 400: it finished meanwhile; 404: the backend forgot it. The poll settles both.
             if exc.status not in (400, 404):
                 poll_error = _describe_error(exc)
-        except errors.FalError as exc:
+        except client_errors.FalError as exc:
             poll_error = _describe_error(exc)
         if poll_error is None:
             history.update(request_id, cancel_requested=1)
@@ -555,22 +317,14 @@ def rerun(request_id):
         input.pop("seed", None)
     try:
         new_id = _submit(row["endpoint_id"], input)
-    except _client_errors().FalError as exc:
-        context = _status_context(row)
+    except client_errors.FalError as exc:
+        context = status_context(row)
         context["rerun_error"] = _describe_error(exc)
         return htmx.vary(make_response(render_template("pages/request.html", **context), 502))
     return htmx.redirect(url_for(".request_page", request_id=new_id))
 
 
 # -- history --------------------------------------------------------------------------------
-
-
-def _history_item(row):
-    return {
-        **row,
-        "thumbnail_url": _browser_url(row["thumbnail_url"]) if row["thumbnail_url"] else None,
-        "done": row["status"] in history.TERMINAL,
-    }
 
 
 @bp.get("/history")
@@ -589,7 +343,7 @@ def history_page():
         abort(404)
     return render_template(
         "pages/history.html",
-        rows=[_history_item(row) for row in rows],
+        rows=[history_item(row) for row in rows],
         page=number,
         pages=pages,
         total=total,
@@ -603,7 +357,7 @@ def history_row(request_id):
     :raise 404: the request id is not in the history.
     """
     row, _ = _poll(_row_or_404(request_id))
-    item = _history_item(row)
+    item = history_item(row)
     body = render_template("partials/_history_row.html", row=item)
     return htmx.vary(make_response(body, htmx.HTMX_STOP_POLLING if item["done"] else 200))
 

@@ -27,6 +27,7 @@ Contract: ``reference/fal-protocol.md`` §12.5, the superset of fal's 0.x and 1.
 
 import functools
 import http.cookiejar
+import json
 import logging
 import os
 import re
@@ -38,15 +39,22 @@ import urllib3
 from flask import Blueprint
 from flask import Response
 from flask import current_app
-from flask import jsonify
 from flask import request
 from requests.adapters import HTTPAdapter
 from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from falweb import __version__
 from falweb.config import credentials_from
+from falweb.hosts import QUEUE_URL
+from falweb.hosts import REST_ALPHA_URL
+from falweb.hosts import REST_URL
+from falweb.hosts import RUN_URL
+from falweb.hosts import TARGET_URL_HEADER
 from falweb.hosts import Hosts
+from falweb.hosts import hostname
+from falweb.hosts import is_fal_host
 
 __all__ = [
     "DEFAULTS",
@@ -54,24 +62,22 @@ __all__ = [
     "FalProxy",
     "ProxyError",
     "TARGET_URL_HEADER",
-    "init_app",
     "url_matcher",
 ]
 
 logger = logging.getLogger("falweb.proxy")
 
-TARGET_URL_HEADER = "x-fal-target-url"
 CLIENT_PROXY_HEADER = "x-fal-client-proxy"
 PROXY_ID = f"falweb/{__version__}"
 
-_REST_HOSTS = ("rest.fal.ai", "rest.alpha.fal.ai")
+_REST_HOSTS = (hostname(REST_URL), hostname(REST_ALPHA_URL))
 _STORAGE_OPS = ("initiate", "initiate-multipart", "complete-multipart")
 
 #: fal's 1.2 list plus what it forgot: realtime/stream tokens, the 0.x ``rest.alpha`` host and
 #: the multipart initiate that every client over 90 MiB calls (fal-protocol §12.4, §12.5).
 DEFAULT_ALLOWED_URL_PATTERNS = (
-    "fal.run/**",
-    "queue.fal.run/**",
+    f"{hostname(RUN_URL)}/**",
+    f"{hostname(QUEUE_URL)}/**",
     *(f"{host}/tokens/" for host in _REST_HOSTS),
     *(
         f"{host}/storage/upload/{op}{query}"
@@ -131,7 +137,6 @@ _CORS_SAFE_HEADERS = frozenset({"authorization", "content-type", "accept", "user
 
 # Targets are what the official clients build: plain ASCII, no spaces, no fragments.
 _HOST_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]*[a-z0-9]")
-_FAL_DOMAINS = (".fal.run", ".fal.ai", ".fal.media")
 _PATH_RE = re.compile(r"(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@%]*)*")
 _QUERY_RE = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*")
 _ESCAPE_RE = re.compile(r"%(..)?")
@@ -140,19 +145,28 @@ _FORBIDDEN_ESCAPES = frozenset(b"./\\%")
 _MAX_TARGET_LENGTH = 8192
 
 
-class ProxyError(Exception):
-    """An error the proxy answers itself, as JSON ``{"error", "detail"}`` with ``status``."""
+class ProxyError(HTTPException):
+    """An error the proxy answers itself, as JSON ``{"error", "detail"}`` with ``status``.
+
+    Raised from the proxy's view, so the embedding app may answer it its own way, as with
+    Flask-WTF's ``CSRFError``: ``@app.errorhandler(ProxyError)``. Without such a handler the
+    JSON body below is the answer (with the proxy's CORS headers).
+    """
 
     def __init__(self, status, error, detail, headers=None):
-        super().__init__(f"{status} {error}: {detail}")
-        self.status = status
+        super().__init__(description=detail)
+        self.code = status
         self.error = error
         self.detail = detail
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
 
-    def get_response(self):
-        response = jsonify(error=self.error, detail=self.detail)
-        response.status_code = self.status
+    @property
+    def status(self):
+        return self.code
+
+    def get_response(self, environ=None, scope=None):
+        body = json.dumps({"error": self.error, "detail": self.detail})
+        response = Response(body, status=self.code, mimetype="application/json")
         response.headers.update(self.headers)
         return response
 
@@ -250,7 +264,7 @@ def parse_target(raw):
     if not _HOST_RE.fullmatch(host):
         # "@" (userinfo), ":" (port), "[" (IPv6), "%" and digit-only labels (IPv4) all end here.
         raise _invalid("the target host is not a plain DNS name")
-    if not (host in ("fal.run", "fal.ai") or host.endswith(_FAL_DOMAINS)):
+    if not is_fal_host(host):
         raise _invalid("the target host is not fal's")
     path, _, query = (sep + path_query).partition("?")
     if "?" in sep + path_query and not query:
@@ -280,7 +294,7 @@ def _invalid(detail):
 def _endpoint_checked(host, method):
     # Endpoint ids appear as the path of run calls and of queue submits; queue status, result
     # and cancel paths use the app base instead, so they are not endpoint ids (fal 1.2 agrees).
-    return host == "fal.run" or (host == "queue.fal.run" and method == "POST")
+    return host == hostname(RUN_URL) or (host == hostname(QUEUE_URL) and method == "POST")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,6 +378,8 @@ class FalProxy:
         app.extensions["fal_proxy"] = self
         bp = Blueprint("fal_proxy", __name__)
         bp.add_url_rule(app.config["FAL_PROXY_ROUTE"], "proxy", self._view, methods=_METHODS)
+        # After the view and after any error handler: answers and errors alike get CORS.
+        bp.after_request(lambda response: self._cors(response, current_app.config))
         app.register_blueprint(bp)
 
     # Hook decorators -------------------------------------------------------------------------
@@ -399,14 +415,13 @@ class FalProxy:
         where = "-"
         try:
             if request.method == "OPTIONS":
-                return self._cors(self._preflight(config), config)
+                return self._preflight(config)
             host, path, query = parse_target(_single_target(request))
             where = host + path
-            response = self._forward(config, host, path, query, started)
+            return self._forward(config, host, path, query, started)
         except ProxyError as err:
-            response = err.get_response()
-            _log(request.method, where, response.status_code, started)
-        return self._cors(response, config)
+            _log(request.method, where, err.code, started)
+            raise
 
     def _forward(self, config, host, path, query, started):
         target_url = f"https://{host}{path}" + (f"?{query}" if query else "")
@@ -719,10 +734,3 @@ def _log(method, where, status, started, ttfb=None, completed=True):
             ttfb * 1000,
             "" if completed else " incomplete",
         )
-
-
-def init_app(app):
-    """Mount the proxy on the falweb app, forwarding to its backend (fal or the local runtime)."""
-    from falweb import backend
-
-    FalProxy(app, hosts=backend.hosts)

@@ -27,7 +27,7 @@ def test_stored_image_downloads_as_an_attachment(app, live_server):
     answer = requests.get(f"{live_server.url}/requests/{request_id}/images/0", timeout=10)
     assert answer.status_code == 200
     assert answer.headers["Content-Disposition"] == \
-        f'attachment; filename="{request_id}-0.jpeg"'
+        f'attachment; filename="{request_id}-0.jpg"'
     assert answer.content == requests.get(result["images"][0]["url"], timeout=10).content
     assert Image.open(io.BytesIO(answer.content)).size == (512, 512)
     page = requests.get(f"{live_server.url}/requests/{request_id}", timeout=10).text

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from falweb import create_app
 from falweb import history
+from falweb import history_sync
 from falweb.schemas import CATALOG
 from falweb.schemas import describe_fields
 from falweb.serving import serve_app
@@ -437,7 +438,7 @@ def test_reconcile_settles_rows_left_unfinished(app, live_server):
         history.add(handle.request_id, "fal-ai/fast-sdxl", {"prompt": "left running"}, "local")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        assert history.reconcile(app) == 1
+        assert history_sync.reconcile(app) == 1
         with app.app_context():
             row = history.get(handle.request_id)
         if row["status"] == "COMPLETED":
@@ -445,7 +446,7 @@ def test_reconcile_settles_rows_left_unfinished(app, live_server):
         time.sleep(0.1)
     assert row["status"] == "COMPLETED"
     assert row["thumbnail_url"]
-    assert history.reconcile(app) == 0
+    assert history_sync.reconcile(app) == 0
 
 
 # -- history --------------------------------------------------------------------------------

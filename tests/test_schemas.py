@@ -458,7 +458,7 @@ def test_form_indexed_loras_and_embeddings():
         {"prompt": "p",
          "loras-2-path": "b.safetensors", "loras-2-scale": "0.5",
          "loras-0-path": "a.safetensors", "loras-0-scale": "",
-         "loras-1-path": "", "loras-1-scale": "1",  # unused template row
+         "loras-1-path": "", "loras-1-scale": "",  # unused template row
          "loras-0-junk": "x",
          "embeddings-0-path": "emb", "embeddings-0-tokens": "<a>, <b>"},
         form=True,
@@ -468,6 +468,16 @@ def test_form_indexed_loras_and_embeddings():
         {"path": "b.safetensors", "scale": 0.5},
     ]
     assert loaded["embeddings"] == [{"path": "emb", "tokens": ["<a>", "<b>"]}]
+
+
+def test_form_row_with_a_scale_and_no_path_is_flagged_not_dropped():
+    messages = errors_of(
+        "fal-ai/fast-sdxl",
+        {"prompt": "p", "loras-0-path": "a.safetensors", "loras-1-path": "",
+         "loras-1-scale": "0.7", "loras-2-path": "", "loras-2-scale": ""},
+        form=True,
+    )
+    assert form_errors(messages) == {"loras.1.path": ["This field is required."]}
 
 
 def test_form_indexed_lora_error_path():

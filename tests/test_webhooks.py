@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import socket
 import time
 
 import pytest
@@ -10,9 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.hazmat.primitives.serialization import PublicFormat
 
+from falweb import backend
 from falweb import history
-from falweb.webhooks import WebhookError
-from falweb.webhooks import verify_webhook
+from falweb import history_sync
+from falweb.local.delivery import webhook_body
+from falweb.webhook_signature import JWKSCache
+from falweb.webhook_signature import WebhookError
+from falweb.webhook_signature import verify_webhook
 
 
 def wait_row(app, request_id, timeout=20):
@@ -32,11 +37,60 @@ def test_delivery_from_the_runtime_completes_the_history_row(app, live_server):
     body = requests.post(f"{base}/local/queue/fal-ai/fast-sdxl", params={"fal_webhook": hook},
                          json={"prompt": "hooked", "num_inference_steps": 2,
                                "image_size": "square"}, timeout=10).json()
-    with app.app_context():
-        history.add(body["request_id"], "fal-ai/fast-sdxl", {"prompt": "hooked"}, "local")
+    with app.app_context(), backend.client(app) as client:
+        history_sync.add(client, body["request_id"], "fal-ai/fast-sdxl", {"prompt": "hooked"},
+                         backend="local")
     row = wait_row(app, body["request_id"])
     assert row["status"] == "COMPLETED"
     assert row["result"]["prompt"] == "hooked" and row["result"]["images"]
+
+
+def test_a_webhook_before_its_row_is_held_and_applied_when_the_row_is_written(app, live_server):
+    base = live_server.url
+    body = requests.post(f"{base}/local/queue/fal-ai/fast-sdxl",
+                         json={"prompt": "early", "num_inference_steps": 3,
+                               "image_size": "square"}, timeout=10).json()
+    from tests.local_helpers import wait_status
+
+    wait_status(body["status_url"])
+    runtime = backend.embedded_runtime(app)
+    raw = webhook_body(runtime.queue.get(body["request_id"]))
+    # The delivery arrives first, as it can when the backend is quicker than our submit.
+    early = requests.post(base + "/webhooks/fal", data=raw,
+                          headers=runtime.deliveries.headers(body["request_id"], raw),
+                          timeout=10)
+    assert early.json() == {"ok": True, "changed": False, "held": True}
+    with app.app_context(), backend.client(app) as client:
+        history_sync.add(client, body["request_id"], "fal-ai/fast-sdxl", {"prompt": "early"},
+                         backend="local")
+        row = history.get(body["request_id"])
+    # Finished by the held delivery at once, logs included (fetched with the status).
+    assert row["status"] == "COMPLETED" and row["result"]["prompt"] == "early"
+    assert [line["message"] for line in row["logs"]][-3:] == ["Step 1/3", "Step 2/3",
+                                                             "Step 3/3"]
+
+
+def test_a_webhook_finishes_a_row_with_all_its_logs(app, live_server):
+    base = live_server.url
+    body = requests.post(f"{base}/local/queue/fal-ai/fast-sdxl",
+                         json={"prompt": "long", "num_inference_steps": 150,
+                               "image_size": "square"}, timeout=10).json()
+    from tests.local_helpers import wait_status
+
+    final = wait_status(body["status_url"] + "?logs=1")
+    runtime = backend.embedded_runtime(app)
+    raw = webhook_body(runtime.queue.get(body["request_id"]))
+    with app.app_context():
+        history.add(body["request_id"], "fal-ai/fast-sdxl", {"prompt": "long"}, "local")
+    answer = requests.post(base + "/webhooks/fal", data=raw,
+                           headers=runtime.deliveries.headers(body["request_id"], raw),
+                           timeout=10)
+    assert answer.json() == {"ok": True, "changed": True}
+    with app.app_context():
+        row = history.get(body["request_id"])
+    assert len(row["logs"]) == len(final["logs"]) > 150
+    page = requests.get(f"{base}/requests/{body['request_id']}", timeout=10).text
+    assert f"({len(final['logs'])} lines)" in page and "Step 150/150" in page
 
 
 def test_failed_request_is_recorded_as_failed(app, live_server):
@@ -103,17 +157,46 @@ def test_repeated_delivery_changes_nothing(app, live_server):
     body = requests.post(f"{base}/local/queue/fal-ai/fast-sdxl",
                          json={"prompt": "twice", "num_inference_steps": 1,
                                "image_size": "square"}, timeout=10).json()
-    runtime = app.extensions["falweb"]["local_app"].extensions["falweb_local"]
+    runtime = backend.embedded_runtime(app)
     from tests.local_helpers import wait_status
 
     wait_status(body["status_url"])
     with app.app_context():
         history.add(body["request_id"], "fal-ai/fast-sdxl", {"prompt": "twice"}, "local")
-    from falweb.local.delivery import webhook_body
-
     raw = webhook_body(runtime.queue.get(body["request_id"]))
     headers = runtime.deliveries.headers(body["request_id"], raw)
     first = requests.post(base + "/webhooks/fal", data=raw, headers=headers, timeout=10)
     second = requests.post(base + "/webhooks/fal", data=raw, headers=headers, timeout=10)
     assert first.json() == {"ok": True, "changed": True}
     assert second.json() == {"ok": True, "changed": False}
+
+
+def test_forged_deliveries_cost_at_most_one_key_fetch_a_minute(local_runtime):
+    jwks_url = local_runtime.url + "/rest/.well-known/jwks.json"
+    keys = JWKSCache(jwks_url, timeout=5)
+    forger = Ed25519PrivateKey.generate()
+    body = b'{"status": "OK"}'
+    for n in range(20):
+        with pytest.raises(WebhookError, match="no key"):
+            verify_webhook(signed(forger, f"r{n}", body), body, keys)
+    # Keys fetched moments ago are not refetched for an unknown signer within the minute.
+    assert keys.fetches == 1
+    keys.min_refetch = 0  # a minute later: one refetch per failing delivery, no more
+    with pytest.raises(WebhookError, match="no key"):
+        verify_webhook(signed(forger, "late", body), body, keys)
+    assert keys.fetches == 2
+
+
+def test_webhook_headers_are_checked_before_the_body_is_read(client, live_server):
+    stale = {"X-Fal-Webhook-Request-Id": "r", "X-Fal-Webhook-User-Id": "u",
+             "X-Fal-Webhook-Timestamp": "1" * 400, "X-Fal-Webhook-Signature": "ab"}
+    assert client.post("/webhooks/fal", data=b"x", headers=stale).status_code == 401
+    stale["X-Fal-Webhook-Timestamp"] = "\u00b2"
+    assert client.post("/webhooks/fal", data=b"x", headers=stale).status_code == 401
+    # 64 MiB announced, none sent: the answer comes without waiting for the body.
+    fresh = {**stale, "X-Fal-Webhook-Timestamp": str(int(time.time()))}
+    head = "".join(f"{name}: {value}\r\n" for name, value in fresh.items())
+    with socket.create_connection((live_server.host, live_server.port), timeout=10) as sock:
+        sock.sendall(f"POST /webhooks/fal HTTP/1.1\r\nHost: x\r\n{head}"
+                     f"Content-Length: {64 * 1024 * 1024}\r\n\r\n".encode())
+        assert sock.recv(64).startswith(b"HTTP/1.1 413")

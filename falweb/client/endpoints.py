@@ -11,6 +11,8 @@ from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
 from falweb.client.errors import InvalidEndpointError
+from falweb.hosts import FAL_API_DOMAINS
+from falweb.hosts import is_fal_host
 
 ENDPOINT_NAMESPACES = ("workflows", "comfy")
 
@@ -82,7 +84,7 @@ def is_fal_url(value):
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host:
         return False
-    return any(host == base or host.endswith("." + base) for base in ("fal.run", "fal.ai"))
+    return is_fal_host(host, FAL_API_DOMAINS)
 
 
 def normalize_endpoint_id(endpoint_id):

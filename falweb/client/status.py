@@ -1,8 +1,25 @@
 """What the queue answers: status updates, submitted-request handles and results."""
 
+import re
+
 IN_QUEUE = "IN_QUEUE"
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
+
+# "Step 12/28", "12/28 [00:03<00:05]": the step counters diffusion runners log (the local
+# runtime, tqdm). Not part of a larger number or a decimal ("1.5/2", "2024/11/27" is no step).
+_STEP = re.compile(r"(?<![\d./])(?P<step>\d{1,5})\s*/\s*(?P<total>\d{1,5})(?![\d./])")
+
+
+def step_of(logs, recent=20):
+    """``(step, total)`` from the newest of the last ``recent`` log lines that counts steps,
+    or None. ``logs``: fal's log dicts (``{"message": ...}``) or plain strings."""
+    for line in reversed(list(logs or [])[-recent:]):
+        message = line.get("message") if isinstance(line, dict) else line
+        match = _STEP.search(message) if isinstance(message, str) else None
+        if match and 0 < int(match["step"]) <= int(match["total"]):
+            return int(match["step"]), int(match["total"])
+    return None
 
 
 class QueueStatus:

@@ -11,11 +11,11 @@ import os
 import re
 import threading
 import time
-from importlib import metadata
 from urllib.parse import urlsplit
 
 import requests
 
+from falweb import __version__
 from falweb.client.errors import ApiError
 from falweb.client.errors import FalConnectionError
 from falweb.client.errors import FalTimeoutError
@@ -23,33 +23,23 @@ from falweb.client.errors import MissingCredentialsError
 from falweb.client.errors import ValidationError
 from falweb.client.retry import NO_RETRY
 from falweb.client.retry import RetryPolicy
+from falweb.config import backend_of
+from falweb.config import credentials_from
+from falweb.hosts import TARGET_URL_HEADER
 from falweb.hosts import Hosts
 
-TARGET_URL_HEADER = "x-fal-target-url"
 # Connecting never needs long; a dead host should fail in seconds, not after the read timeout.
 CONNECT_TIMEOUT = 10.0
 
-try:
-    USER_AGENT = f"falweb/{metadata.version('falweb')}"
-except metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    USER_AGENT = "falweb/0.1.0"
-
-
-def credentials_from_env(environ=None):
-    """fal's credentials from the environment, as JS's ``credentialsFromEnv`` reads them:
-    ``FAL_KEY`` (wins even when empty), else ``FAL_KEY_ID:FAL_KEY_SECRET``, else None."""
-    environ = os.environ if environ is None else environ
-    if "FAL_KEY" in environ:
-        return environ["FAL_KEY"] or None
-    if environ.get("FAL_KEY_ID") and environ.get("FAL_KEY_SECRET"):
-        return f"{environ['FAL_KEY_ID']}:{environ['FAL_KEY_SECRET']}"
-    return None
+USER_AGENT = f"falweb/{__version__}"
 
 
 def hosts_from_env(environ=None):
-    """``Hosts(FALWEB_LOCAL_URL)`` when that variable is set, else fal's own hosts."""
+    """The local runtime at ``FALWEB_LOCAL_URL`` when the environment chooses the local
+    backend (:func:`falweb.config.backend_of`) and names one; else fal's own hosts."""
     environ = os.environ if environ is None else environ
-    return Hosts(environ.get("FALWEB_LOCAL_URL") or None)
+    local_url = environ.get("FALWEB_LOCAL_URL")
+    return Hosts(local_url if local_url and backend_of(environ) == "local" else None)
 
 
 def _host_of(url):
@@ -154,7 +144,7 @@ class Transport:
         hosts = hosts or self.hosts
         if hosts.is_local:
             return None
-        return credentials_from_env()
+        return credentials_from(os.environ)
 
     def _timeouts(self, timeout, deadline):
         total = self.timeout if timeout is None else float(timeout)

@@ -15,11 +15,17 @@ from flask import request
 from werkzeug.http import HTTP_STATUS_CODES
 
 from falweb import config as settings
+from falweb.hosts import TARGET_URL_HEADER
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "x-fal-request-id",
 }
+
+
+def runtime_of(app):
+    """The :class:`~falweb.local.runtime.Runtime` behind a ``create_local_app`` app."""
+    return app.extensions["falweb_local"]
 
 
 def create_local_app(config=None):
@@ -61,7 +67,7 @@ def create_local_app(config=None):
                 **CORS_HEADERS,
                 "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
                 "Access-Control-Allow-Headers": "authorization, content-type, accept, "
-                + request.headers.get("Access-Control-Request-Headers", "x-fal-target-url"),
+                + request.headers.get("Access-Control-Request-Headers", TARGET_URL_HEADER),
                 "Access-Control-Max-Age": "600",
             }
         return None

@@ -13,7 +13,7 @@ import time
 
 import requests
 
-from falweb.webhooks import signed_message
+from falweb.webhook_signature import signature_headers
 
 USER_ID = "falweb-local"
 MAX_ATTEMPTS = 10
@@ -52,15 +52,10 @@ class Deliveries:
         self._wake.set()
 
     def headers(self, request_id, body, timestamp=None):
-        timestamp = str(int(timestamp if timestamp is not None else time.time()))
-        message = signed_message(request_id, USER_ID, timestamp, body)
         return {
             "Content-Type": "application/json",
             "User-Agent": "falweb-local-webhook",
-            "X-Fal-Webhook-Request-Id": request_id,
-            "X-Fal-Webhook-User-Id": USER_ID,
-            "X-Fal-Webhook-Timestamp": timestamp,
-            "X-Fal-Webhook-Signature": self.key.sign(message),
+            **signature_headers(request_id, USER_ID, body, self.key.sign, timestamp),
         }
 
     def _due(self):

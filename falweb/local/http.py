@@ -9,10 +9,11 @@ from marshmallow import ValidationError
 from falweb.client.endpoints import parse_endpoint_id
 from falweb.client.errors import InvalidEndpointError
 from falweb.local import errors
+from falweb.local import runtime_of
 
 
 def runtime():
-    return current_app.extensions["falweb_local"]
+    return runtime_of(current_app)
 
 
 def endpoint_parts(endpoint_id):

@@ -10,9 +10,10 @@ sent. Form naming, as the pages post it:
   ``image_size_height``.
 - list rows (``loras``, ``embeddings``): ``<field>-<index>-<subfield>``, for example
   ``loras-0-path``, ``loras-0-scale``, ``embeddings-0-path``, ``embeddings-0-tokens``.
-  Indexes need not be contiguous (rows are ordered by index); a row whose required
-  subfields are all blank is an unused template row and is dropped. Embedding ``tokens`` are
-  comma-separated. A list may also arrive whole, as a list of dicts or as JSON text.
+  Indexes need not be contiguous (rows are ordered by index); a row whose subfields are
+  all blank is an unused template row and is dropped, while a row with some values and a
+  blank required one (a scale without a path) is kept for the schema to flag. Embedding
+  ``tokens`` are comma-separated. A list may also arrive whole, as a list of dicts or as JSON text.
 - a blank value means "use the default", except for text fields marked ``allow_blank``
   (``negative_prompt``: clearing it is a choice).
 
@@ -74,13 +75,11 @@ def _fold_rows(schema, data):
         row[match["sub"]] = value
     for name, indexed in rows.items():
         row_schema = list_row_schema(schema.fields[name])
-        required = [n for n, f in row_schema.fields.items() if f.required]
         folded = []
         for _, row in sorted(indexed.items()):
             # Subfields the row type does not have are form noise, like other unknown keys.
             row = {k: v for k, v in row.items() if k in row_schema.fields}
-            keys = required or list(row)
-            if all(_blank(row.get(k)) for k in keys):
+            if all(_blank(value) for value in row.values()):
                 continue
             folded.append(row)
         rest[name] = folded
@@ -177,3 +176,128 @@ def _json_list(text):
     except (ValueError, RecursionError):
         return text
     return parsed if isinstance(parsed, list) else text
+
+
+# -- form values, as the templates read and post them -----------------------------------------
+
+# Integers beyond this lose precision as JavaScript numbers, so their inputs stay text.
+JS_SAFE_INTEGER = 2**53 - 1
+
+
+def row_key(field_name, index, sub):
+    """The form name of a list row's subfield: ``loras-0-path``."""
+    return f"{field_name}-{index}-{sub}"
+
+
+def uses_text_box(field):
+    """True for an integer field that a number input would round (a 64-bit seed)."""
+    return field.kind == "integer" and field.max is not None and field.max > JS_SAFE_INTEGER
+
+
+def blank_rows(field, rows):
+    """How many empty rows to offer after ``rows`` (no "add row" button without JavaScript)."""
+    most = int(field.max) if field.max else 5
+    wanted = min(most, max(len(rows) + 1, 2))
+    return max(wanted - len(rows), 0)
+
+
+def _text(value):
+    return "" if value is None else str(value)
+
+
+def _row_text(sub, value):
+    if sub.multiple and isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return _text(value)
+
+
+def values_from_input(fields, data=None):
+    """Form values (as the templates read them) for an input dict; defaults where absent.
+
+    ``fields``: :func:`falweb.schemas.describe_fields` of the endpoint.
+    """
+    values = {}
+    for field in fields:
+        value = field.default if data is None else data.get(field.name, field.default)
+        if field.kind == "boolean":
+            values[field.name] = bool(value)
+        elif field.kind == "image_size":
+            if isinstance(value, dict):
+                values[field.name] = CUSTOM_SIZE
+                values[f"{field.name}_width"] = _text(value.get("width"))
+                values[f"{field.name}_height"] = _text(value.get("height"))
+            else:
+                values[field.name] = _text(value)
+        elif field.kind == "list":
+            rows = value if isinstance(value, list) else []
+            values[field.name] = [
+                {sub.name: _row_text(sub, row.get(sub.name)) for sub in field.subfields}
+                for row in rows
+                if isinstance(row, dict)
+            ]
+        elif field.multiple and isinstance(value, list):
+            values[field.name] = ", ".join(str(item) for item in value)
+        else:
+            values[field.name] = _text(value)
+    return values
+
+
+def values_from_form(fields, form):
+    """Form values from a post, to show the form again; list rows ordered by index.
+
+    Rows are renumbered from 0, as the schema numbers them in its error messages, so a
+    message such as ``loras.1.scale`` lands beside the row it is about. A row that is
+    entirely blank is dropped; a row with some values is kept, so that the schema can say
+    which of its fields is missing.
+    """
+    values = {}
+    for field in fields:
+        name = field.name
+        if field.kind == "boolean":
+            values[name] = any(v.strip().lower() in TRUE_STRINGS for v in form.getlist(name))
+        elif field.kind == "image_size":
+            values[name] = form.get(name, "")
+            for side in ("width", "height"):
+                values[f"{name}_{side}"] = form.get(f"{name}_{side}", "")
+        elif field.kind == "list":
+            values[name] = _rows_from_form(field, form)
+        else:
+            values[name] = form.get(name, "")
+    return values
+
+
+def _rows_from_form(field, form):
+    indexed = {}
+    for key in form.keys():
+        match = _ROW_KEY.fullmatch(key)
+        if match is None or match["field"] != field.name:
+            continue
+        indexed.setdefault(int(match["index"]), {})[match["sub"]] = form.get(key, "")
+    names = [sub.name for sub in field.subfields]
+    rows = []
+    for _, row in sorted(indexed.items()):
+        row = {name: row.get(name, "") for name in names}
+        if all(_blank(row[name]) for name in names):
+            continue
+        rows.append(row)
+    return rows
+
+
+def post_data(fields, values):
+    """The flat form post :func:`fold_form` folds, built from form values."""
+    data = {}
+    for field in fields:
+        value = values.get(field.name)
+        if field.kind == "boolean":
+            if value:
+                data[field.name] = "on"
+        elif field.kind == "list":
+            for index, row in enumerate(value or []):
+                for sub, text in row.items():
+                    data[row_key(field.name, index, sub)] = text
+        else:
+            data[field.name] = value if value is not None else ""
+            if field.kind == "image_size":
+                for side in ("width", "height"):
+                    data[f"{field.name}_{side}"] = values.get(f"{field.name}_{side}", "")
+    return data

@@ -1,0 +1,195 @@
+"""Keeping history rows in step with the backend: status polls, webhooks, reconciliation.
+
+:mod:`falweb.history` stores; this module asks the backend and decides what a row becomes.
+One rule, :func:`finish`, turns the end of a request into a row's final state, whether a
+status poll or a webhook brought the news:
+
+- a result and no error: ``COMPLETED``;
+- an error: ``CANCELLED`` when the user asked to cancel it or fal says it was cancelled
+  (``error_type`` ``request_cancelled``), else ``FAILED``.
+
+A webhook carries no logs and no ``error_type``, so applying one also asks the backend for
+the request's status with its logs (one GET); when that fails the webhook's own payload
+still finishes the row.
+"""
+
+import json
+import logging
+import threading
+
+import click
+from flask import current_app
+
+from falweb import backend
+from falweb import history
+from falweb.client import errors
+
+log = logging.getLogger(__name__)
+
+# fal's error_type on a COMPLETED status when the request was cancelled (also by another client).
+CANCELLED_ERROR_TYPE = "request_cancelled"
+
+
+def error_of(exc):
+    """A JSON-able description of an upstream error: fal's ``detail`` when it sent one."""
+    body = getattr(exc, "body", None)
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if detail is None:
+        detail = body if isinstance(body, str) and body else str(exc)
+    return {"status": getattr(exc, "status", None), "detail": detail}
+
+
+def finish(row, *, result=None, error=None, error_type=None, logs=None, db=None):
+    """Store the end of ``row``'s request (see the module docstring); returns the new row.
+
+    ``error``: a dict (``{"detail", ...}``) or text; ``logs``: the complete logs when known.
+    """
+    request_id = row["request_id"]
+    fields = {"queue_position": None}
+    if logs:
+        fields["logs"] = list(logs)
+    if error is None and result is not None:
+        history.update(request_id, db=db, status="COMPLETED", result=dict(result), **fields)
+    else:
+        if not isinstance(error, dict):
+            error = {"detail": "The request ended without a result." if error is None
+                     else error}
+        if error_type and "error_type" not in error:
+            error = {**error, "error_type": error_type}
+        cancelled = row["cancel_requested"] or error.get("error_type") == CANCELLED_ERROR_TYPE
+        history.update(request_id, db=db, status="CANCELLED" if cancelled else "FAILED",
+                       error=error, **fields)
+    return history.get(request_id, db=db)
+
+
+def refresh(client, row, db=None):
+    """Ask the backend about an unfinished row and store what it says; returns the new row.
+
+    ``COMPLETED`` fetches the result, or records fal's error, through :func:`finish`.
+    Errors reaching the backend propagate to the caller; a 404 for the request ends it as
+    ``FAILED`` (or ``CANCELLED`` when a cancel was asked for).
+    """
+    request_id, endpoint_id = row["request_id"], row["endpoint_id"]
+    try:
+        status = client.status(endpoint_id, request_id, logs=True)
+    except errors.ApiError as exc:
+        if exc.status != 404:
+            raise
+        return finish(row, error=error_of(exc), db=db)
+    logs = list(status.logs) or row["logs"]
+    # Anything but fal's two pending states is final, so a status fal might add (FAILED,
+    # CANCELLED) can never make the page poll forever.
+    if status.status in history.PENDING:
+        history.update(request_id, db=db, status=status.status,
+                       queue_position=status.queue_position, logs=logs)
+        return history.get(request_id, db=db)
+    if status.error:
+        return finish(row, error={"detail": status.error}, error_type=status.error_type,
+                      logs=logs, db=db)
+    try:
+        result = client.result(endpoint_id, request_id)
+    except errors.ApiError as exc:
+        return finish(row, error=error_of(exc), logs=logs, db=db)
+    return finish(row, result=result, logs=logs, db=db)
+
+
+def parse_webhook(body):
+    """fal's webhook JSON as a dict with ``status``; ``ValueError`` when it is not that."""
+    try:
+        delivery = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ValueError("expected fal's webhook JSON") from None
+    if not isinstance(delivery, dict) or not isinstance(delivery.get("status"), str):
+        raise ValueError("expected fal's webhook JSON with a status")
+    return delivery
+
+
+def apply_webhook(client, row, delivery, db=None):
+    """Finish ``row`` from a verified webhook ``delivery`` (a dict); returns whether the row
+    changed. A row already final is left alone: fal retries deliveries."""
+    if row["status"] in history.TERMINAL:
+        return False
+    status = None
+    try:
+        status = client.status(row["endpoint_id"], row["request_id"], logs=True)
+    except errors.FalError as exc:
+        log.info("webhook for %s: status with logs unavailable (%s)", row["request_id"],
+                 type(exc).__name__)
+    logs = list(status.logs) if status is not None else None
+    payload = delivery.get("payload")
+    if delivery["status"] == "OK" and isinstance(payload, dict):
+        finish(row, result=payload, logs=logs, db=db)
+        return True
+    error = payload if isinstance(payload, dict) and payload else {
+        "detail": delivery.get("payload_error") or delivery.get("error")}
+    error_type = status.error_type if status is not None else None
+    finish(row, error=error, error_type=error_type, logs=logs, db=db)
+    return True
+
+
+def add(client, request_id, endpoint_id, input, **row):
+    """:func:`falweb.history.add` a submitted request, then apply the webhook that reached
+    us before the row existed, if one did. ``row``: ``backend``, ``status``, ``synthetic``."""
+    held = history.add(request_id, endpoint_id, input, **row)
+    if held is not None:
+        apply_webhook(client, history.get(request_id), parse_webhook(held))
+
+
+def reconcile(app, hosts=None):
+    """Poll every unfinished row once and store the answers (best effort, logs failures).
+
+    Rows left running when the app stopped are settled this way when it starts again.
+    Returns the number of rows that were checked.
+    """
+    with app.app_context():
+        client = backend.client(app, on=hosts)
+        db = history.connect(history.db_path(app))
+        checked = 0
+        try:
+            for row in history.unfinished(db=db):
+                try:
+                    refresh(client, row, db=db)
+                except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others
+                    # One line, no traceback: an unreachable backend is expected here.
+                    log.warning("could not reconcile request %s: %s", row["request_id"], exc)
+                checked += 1
+        finally:
+            db.close()
+            client.close()
+        return checked
+
+
+def _reconcile_once(app):
+    # The embedded runtime's address is only known once a request has arrived, so the
+    # first request starts reconciliation in the background instead of startup blocking on it.
+    state = app.extensions["falweb_history_sync"]
+    if state["reconcile_started"] or not app.config["FALWEB_HISTORY_RECONCILE"]:
+        return
+    with state["lock"]:
+        if state["reconcile_started"]:
+            return
+        state["reconcile_started"] = True
+    db = history.connect(history.db_path(app))
+    try:
+        pending = history.pending_count(db=db)
+    finally:
+        db.close()
+    if not pending:
+        return
+    threading.Thread(target=reconcile, args=(app, backend.hosts(app)),
+                     name="history-reconcile", daemon=True).start()
+
+
+@click.command("history-reconcile")
+def reconcile_command():
+    """Poll the backend for every unfinished request in the history."""
+    count = reconcile(current_app._get_current_object())
+    click.echo(f"checked {count} unfinished request(s)")
+
+
+def init_app(app):
+    """Reconcile unfinished rows after the first request; the ``history-reconcile`` command."""
+    app.extensions["falweb_history_sync"] = {"reconcile_started": False,
+                                             "lock": threading.Lock()}
+    app.cli.add_command(reconcile_command)
+    app.before_request(lambda: _reconcile_once(current_app._get_current_object()))
