@@ -50,9 +50,51 @@ def _generate(args):
     return generate(args)
 
 
+# argparse shows these as written (RawDescriptionHelpFormatter), so they are plain text: the
+# module docstrings' ``markup`` would reach the terminal as it is.
+DESCRIPTION = """\
+Generate images with fal's model APIs: run the web app, run the fal-compatible local runtime
+alone, or make one request from the command line. With no fal key everything runs offline on
+the local runtime."""
+
+EPILOG = """\
+examples:
+  falweb serve                                    the app on http://127.0.0.1:5000
+  falweb serve --host 0.0.0.0 --port 8000         reachable from other machines
+  falweb local --port 8100                        only the local runtime, for fal's clients
+  falweb generate fal-ai/fast-sdxl --prompt "a lighthouse at dusk"
+
+'falweb COMMAND --help' tells more about each command."""
+
+GENERATE_DESCRIPTION = """\
+Submit one request to a model endpoint, show its progress (queue position, then steps and
+log lines) on stderr, save the images it returns and print where they are.
+
+Backend: fal when FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET) is set; otherwise the local
+runtime that 'falweb serve' embeds, at FALWEB_LOCAL_URL (default
+http://127.0.0.1:5000/local, so start 'falweb serve' first). Setting FALWEB_LOCAL_URL, or
+FALWEB_BACKEND=local, picks the local runtime even when a key is set."""
+
+GENERATE_EPILOG = """\
+--param KEY=VALUE sets one more input field; repeat it for each. VALUE is read as JSON when
+it parses (numbers, true/false, lists, objects) and kept as a string otherwise, so
+num_images=2 is a number and format=png a string; write '"42"' to send 42 as a string.
+
+stdout gets one labelled line each for the request_id, the seed (pass it back with
+--param seed=... to get the same image) and every saved image ("saved: PATH").
+
+examples:
+  falweb generate fal-ai/fast-sdxl --prompt "a lighthouse at dusk"
+  falweb generate fal-ai/fast-sdxl --prompt "a cat in a hat" --param num_images=2 \\
+      --param 'image_size={"width": 768, "height": 512}' --out images
+  falweb generate fal-ai/flux/dev --prompt "a red fox" --param seed=42 \\
+      --param num_inference_steps=28 --param image_size=landscape_4_3"""
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="falweb", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="falweb", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the web app (threaded dev server)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -64,14 +106,19 @@ def build_parser():
     local.add_argument("--port", type=int, default=8100)
     local.set_defaults(func=_local)
 
-    generate = sub.add_parser("generate", help="generate images from the command line")
-    generate.add_argument("endpoint_id")
-    generate.add_argument("--prompt", required=True)
+    generate = sub.add_parser(
+        "generate", help="generate images from the command line",
+        description=GENERATE_DESCRIPTION, epilog=GENERATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    generate.add_argument("endpoint_id", help="the model endpoint, e.g. fal-ai/fast-sdxl")
+    generate.add_argument("--prompt", required=True, help="what to generate")
     generate.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
         help="another input field; VALUE is parsed as JSON when it can be",
     )
-    generate.add_argument("--out", default=".", help="folder for the downloaded images")
+    generate.add_argument("--out", default=".",
+                          help="folder for the downloaded images (default: the current one)")
     generate.set_defaults(func=_generate)
     return parser
 

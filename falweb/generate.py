@@ -4,8 +4,9 @@ Backend: fal when a key is set (``FAL_KEY`` or ``FAL_KEY_ID`` + ``FAL_KEY_SECRET
 ``FALWEB_BACKEND`` is not ``local``; otherwise the local runtime at ``FALWEB_LOCAL_URL``,
 default ``http://127.0.0.1:5000/local`` (the one ``falweb serve`` embeds).
 
-stdout gets the request id and the paths of the downloaded images, one per line; stderr
-gets the progress. Exit status 1 with a one-line error on invalid input or a failed request.
+stdout gets labelled lines: ``request_id: ...``, ``seed: ...`` (when the output has one) and
+``saved: PATH`` for each downloaded image; stderr gets the progress. Exit status 1 with a
+one-line error on invalid input or a failed request.
 """
 
 import base64
@@ -54,57 +55,87 @@ def make_client(environ=None):
 
 
 class Progress:
-    """Draws queue position, then a step bar, on ``stream``; new log lines are printed above
-    it. On a terminal the bar redraws in place; elsewhere each change is one line."""
+    """Where a request is, on ``stream``: its queue position while it waits, then a step bar
+    taken from the log lines that count steps ("Step 3/25", tqdm's "3/25"). Each log line is
+    printed above the bar. Use it as a context manager so the bar's line is ended however the
+    request ends.
+
+    On a terminal the bar is one line redrawn in place, and drawn again under every log line,
+    so the two never overwrite each other and the bar moves with each step even when several
+    arrive in one update. Anywhere else (a pipe, a file) only plain lines: the log lines and
+    each change of state, with no carriage returns; the steps are in the log lines already.
+    """
 
     def __init__(self, stream=None, width=30):
         self.stream = stream or sys.stderr
         self.width = width
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.seen = 0
-        self.last_line = None
+        self.step = None  # (done, total) from the newest log line that counts steps
+        self.shown = None  # the state on screen: the bar on a terminal, else the last line
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.finish()
 
     def enqueued(self, request_id):
         self._print(f"queued {request_id}")
+        # At once, not at the first status: that can take a while on a busy queue.
+        self._show("in queue")
 
     def update(self, status):
-        logs = status.logs
-        for entry in logs[self.seen:]:
-            self._print(f"  {entry.get('message', '')}")
-        self.seen = max(self.seen, len(logs))
+        if not status.done:
+            # Where the request is first, then the lines it logged there.
+            self._show(self._state(status))
+        for entry in status.logs[self.seen:]:
+            message = entry.get("message", "")
+            if match := _STEP.search(message):
+                self.step = int(match.group(1)), max(int(match.group(2)), 1)
+            self._print(f"  {message}")
+        self.seen = max(self.seen, len(status.logs))
+        if status.done:
+            bar = self._bar()
+            self._show(f"{bar} completed" if bar else "completed")
+            self.finish()
+
+    def _state(self, status):
         if status.status == "IN_QUEUE":
-            self._bar(f"in queue, position {status.queue_position}")
-        elif status.status == "IN_PROGRESS":
-            step = next((m for entry in reversed(logs)
-                         if (m := _STEP.search(entry.get("message", "")))), None)
-            if step:
-                done, total = int(step.group(1)), max(int(step.group(2)), 1)
-                filled = min(self.width, self.width * done // total)
-                self._bar(f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}")
-            else:
-                self._bar("in progress")
-        else:
-            self._bar("completed")
-            if self.tty:
-                self.stream.write("\n")
-                self.stream.flush()
+            position = status.queue_position
+            return "in queue" if position is None else f"in queue, position {position}"
+        return self._bar() or "in progress"
+
+    def finish(self):
+        """End the bar's line, so that what is written next starts on a line of its own."""
+        if self.tty and self.shown is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.shown = None
+
+    def _bar(self):
+        """The step bar, on a terminal once a log line has counted a step; else None."""
+        if not (self.tty and self.step):
+            return None
+        done, total = self.step
+        filled = min(self.width, self.width * done // total)
+        return f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
 
     def _print(self, text):
-        if self.tty:
-            self.stream.write("\r\x1b[K")
-        self.stream.write(text + "\n")
-        if self.tty and self.last_line:
-            self.stream.write(self.last_line)
-        self.stream.flush()
-
-    def _bar(self, text):
-        if text == self.last_line:
-            return
-        self.last_line = text
-        if self.tty:
-            self.stream.write("\r\x1b[K" + text)
+        if self.tty and self.shown is not None:
+            # The line takes the bar's place, and the bar is drawn again under it.
+            before, self.shown = self.shown, None
+            self.stream.write(f"\r\x1b[K{text}\n")
+            self._show(self._bar() or before)
         else:
             self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _show(self, text):
+        if text == self.shown:
+            return
+        self.shown = text
+        self.stream.write(f"\r\x1b[K{text}" if self.tty else text + "\n")
         self.stream.flush()
 
 
@@ -158,10 +189,13 @@ def main(args, client=None, stdout=None, stderr=None):
         print(f"error: {exc}", file=stderr)
         return 2
     client = client or make_client()
-    progress = Progress(stderr)
     try:
-        result = client.subscribe(args.endpoint_id, data, logs=True,
-                                  on_enqueue=progress.enqueued, on_queue_update=progress.update)
+        with Progress(stderr) as progress:
+            # The status stream brings each step as it happens; polling would show them in
+            # bursts, half a second apart, or not at all for a short run.
+            result = client.subscribe(args.endpoint_id, data, logs=True, mode="streaming",
+                                      on_enqueue=progress.enqueued,
+                                      on_queue_update=progress.update)
         os.makedirs(args.out, exist_ok=True)
         paths = []
         for i, image in enumerate(result.get("images") or []):
@@ -184,7 +218,9 @@ def main(args, client=None, stdout=None, stderr=None):
     except (FalError, ValueError, OSError, binascii.Error) as exc:
         print(f"error: {exc}", file=stderr)
         return 1
-    print(result.request_id, file=stdout)
+    print(f"request_id: {result.request_id}", file=stdout)
+    if result.get("seed") is not None:
+        print(f"seed: {result['seed']}", file=stdout)
     for path in paths:
-        print(path, file=stdout)
+        print(f"saved: {path}", file=stdout)
     return 0

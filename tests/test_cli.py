@@ -8,6 +8,8 @@ import time
 import pytest
 import requests
 
+from falweb.cli import main
+
 
 def spawn(args, tmp_path, marker):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_KEY", "FALWEB_"))}
@@ -70,3 +72,28 @@ def test_access_log_redacts_stream_tokens(tmp_path):
     log = (tmp_path / "local.log").read_text()
     assert "fal_jwt_token=[redacted]" in log
     assert token not in log
+
+
+def help_text(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([*argv, "--help"])
+    assert exit.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_is_plain_text_with_examples(capsys):
+    text = help_text([], capsys)
+    assert "``" not in text and "`" not in text
+    for command in ("serve", "local", "generate"):
+        assert command in text
+    assert "examples:" in text
+    assert "falweb serve" in text and "falweb generate fal-ai/" in text
+
+
+def test_generate_help_says_what_it_does_which_backend_and_how_params_parse(capsys):
+    text = help_text(["generate"], capsys)
+    assert "``" not in text and "`" not in text
+    assert "progress" in text and "save" in text
+    assert "FAL_KEY" in text and "local runtime" in text and "FALWEB_LOCAL_URL" in text
+    assert "KEY=VALUE" in text and "JSON" in text
+    assert "examples:" in text and text.count("falweb generate fal-ai/") >= 2
