@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from falweb.local import create_local_app
-from falweb.serving import ServerThread
+from falweb.testing import ServerThread
 
 INPUT = {"prompt": "bench", "num_inference_steps": 1, "image_size": {"width": 64, "height": 64}}
 

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from falweb import create_app
-from falweb.serving import ServerThread
+from falweb.testing import ServerThread
 from tests.conftest import TEST_FAL_KEY
 
 

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from falweb.local import create_local_app
-from falweb.serving import ServerThread
+from falweb.testing import ServerThread
 from tests.local_helpers import wait_status
 
 

@@ -12,8 +12,8 @@ from flask import Flask
 from flask import request as flask_request
 
 from falweb.local import create_local_app
-from falweb.serving import ServerThread
-from falweb.serving import serve_local_runtime
+from falweb.testing import ServerThread
+from falweb.testing import serve_local_runtime
 from tests.local_helpers import SEED_PROMPT
 from tests.local_helpers import sse_events
 from tests.local_helpers import wait_status

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from falweb.local import create_local_app
-from falweb.serving import ServerThread
+from falweb.testing import ServerThread
 
 
 @pytest.mark.parametrize("path", ["/rest/storage/upload/initiate",

@@ -5,7 +5,7 @@ import time
 import requests
 
 from falweb.local import create_local_app
-from falweb.serving import ServerThread
+from falweb.testing import ServerThread
 
 
 def token(base, apps, expiration=120):

@@ -15,7 +15,7 @@ from flask import Flask
 
 from falweb import create_app
 from falweb.proxy import FalProxy
-from falweb.serving import ServerThread
+from falweb.testing import ServerThread
 from tests.conftest import TEST_FAL_KEY
 
 pytestmark = pytest.mark.node
