@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from falweb.local import create_local_app
-from falweb.serving import ServerThread
+from falweb.local import runtime_of
+from falweb.testing import ServerThread
 
 INPUT = {"prompt": "bench", "num_inference_steps": 1, "image_size": {"width": 64, "height": 64}}
 
@@ -59,7 +60,7 @@ def main():
     folder = tempfile.mkdtemp(prefix="falweb-bench-")
     app = create_local_app({"FALWEB_INSTANCE_PATH": folder, "FALWEB_LOCAL_STEP_DELAY": 0.0,
                             "FALWEB_LOCAL_WORKERS": args.workers})
-    runtime = app.extensions["falweb_local"]
+    runtime = runtime_of(app)
     server = ServerThread(app)
     base = server.url
     try:

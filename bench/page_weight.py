@@ -14,7 +14,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 from urllib.parse import urljoin
 
 import requests
@@ -35,6 +34,8 @@ def gzipped(data):
 
 def make_request(session, base_url):
     """Submit the form once (no JS, CSRF token from the page); returns the request id."""
+    from falweb.testing import wait_until
+
     form = session.get(f"{base_url}/models/fal-ai/fast-sdxl", timeout=TIMEOUT).text
     token = re.search(r'name="csrf_token" value="([^"]+)"', form)[1]
     response = session.post(
@@ -47,14 +48,11 @@ def make_request(session, base_url):
     if response.status_code != 303:
         raise SystemExit(f"submit failed: {response.status_code}\n{response.text[:500]}")
     request_id = response.headers["Location"].rsplit("/", 1)[-1]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = session.get(f"{base_url}/requests/{request_id}/status",
-                             headers={"HX-Request": "true"}, timeout=TIMEOUT)
-        if status.status_code == 286:
-            return request_id
-        time.sleep(0.1)
-    raise SystemExit("the request did not finish in 60 s")
+    wait_until(lambda: session.get(f"{base_url}/requests/{request_id}/status",
+                                   headers={"HX-Request": "true"},
+                                   timeout=TIMEOUT).status_code == 286,
+               timeout=60, interval=0.1, message=f"request {request_id} to finish")
+    return request_id
 
 
 def weigh(session, base_url, request_id):
@@ -101,20 +99,14 @@ def main(argv=None):
         request_id = args.request_id or make_request(session, base_url)
         print_table(weigh(session, base_url, request_id))
         return
-    from falweb import create_app
-    from falweb.serving import ServerThread
+    from falweb.testing import serve_app
 
-    with tempfile.TemporaryDirectory() as folder:
-        app = create_app({"FALWEB_INSTANCE_PATH": folder, "FALWEB_BACKEND": "local",
-                          "FALWEB_LOCAL_STEP_DELAY": 0.0, "FALWEB_LOG_LEVEL": "WARNING"})
-        server = ServerThread(app)
-        app.config["FALWEB_SELF_URL"] = server.url
-        try:
-            request_id = make_request(session, server.url)
-            print_table(weigh(session, server.url, request_id))
-        finally:
-            server.shutdown()
-            app.extensions["falweb"]["local_app"].extensions["falweb_local"].close()
+    with tempfile.TemporaryDirectory() as folder, serve_app(
+        {"FALWEB_INSTANCE_PATH": folder, "FALWEB_BACKEND": "local",
+         "FALWEB_LOCAL_STEP_DELAY": 0.0, "FALWEB_LOG_LEVEL": "WARNING"}
+    ) as server:
+        request_id = make_request(session, server.url)
+        print_table(weigh(session, server.url, request_id))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pathlib import Path
 import requests
 
 from falweb.hosts import Hosts
+from falweb.testing import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "tests" / "js"
@@ -105,16 +106,14 @@ def free_port():
 
 
 def wait_listening(port, proc, seconds=30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    def listening():
         if proc.poll() is not None:
             raise RuntimeError(f"server on {port} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port} after {seconds}s")
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+
+    wait_until(listening, timeout=seconds, interval=0.1, ignore=OSError,
+               message=f"a server listening on {port}")
 
 
 def start_python(kind, upstream, instance):

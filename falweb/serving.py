@@ -1,8 +1,9 @@
-"""Run a WSGI app on a loopback port in a background thread (tests, benches, the CLI)."""
+"""Serving pieces: the CLI's request handlers and deferred app, and :class:`ServerThread`,
+which runs a WSGI app on a loopback port in a background thread (``falweb.testing`` builds
+its helpers on it)."""
 
 import re
 import threading
-from contextlib import contextmanager
 
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.serving import make_server
@@ -69,39 +70,3 @@ class ServerThread:
 
     def __exit__(self, *exc):
         self.shutdown()
-
-
-@contextmanager
-def serve_local_runtime(config, host="127.0.0.1"):
-    """The local runtime built from ``config`` on a free port (``.url``, ``.app``,
-    ``.runtime``); stopped and closed on exit."""
-    from falweb.local import create_local_app
-
-    app = create_local_app(config)
-    server = ServerThread(app, host)
-    server.app = app
-    server.runtime = app.extensions["falweb_local"]
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.runtime.close()
-
-
-@contextmanager
-def serve_app(test_config=None, host="127.0.0.1"):
-    """The whole falweb app on a free port, knowing its own URL (``.url``, ``.app``);
-    stopped, with its embedded runtime closed, on exit."""
-    from falweb import create_app
-
-    app = create_app(test_config)
-    server = ServerThread(app, host)
-    app.config["FALWEB_SELF_URL"] = server.url
-    server.app = app
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        local_app = app.extensions["falweb"]["local_app"]
-        if local_app is not None:
-            local_app.extensions["falweb_local"].close()

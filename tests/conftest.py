@@ -1,10 +1,14 @@
 """Shared fixtures: the local runtime and the whole app, each on a real loopback port."""
 
+import ipaddress
+import socket
+
 import pytest
 
+from falweb import backend
 from falweb import create_app
-from falweb.serving import ServerThread
-from falweb.serving import serve_local_runtime
+from falweb.testing import ServerThread
+from falweb.testing import serve_local_runtime
 
 # Keys a test uses to prove the key never leaks; nothing real.
 TEST_FAL_KEY = "test-key-id:test-key-secret-0123456789abcdef"
@@ -18,6 +22,30 @@ def key_never_logged(caplog):
     for record in caplog.get_records("call") + caplog.get_records("setup"):
         text = record.getMessage() + str(record.exc_text or "")
         assert secret not in text, f"the key leaked into a log line: {record.name}"
+
+
+def _is_ip(name):
+    try:
+        ipaddress.ip_address(name.split("%")[0])  # an IPv6 literal may carry a %zone
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture
+def no_dns(monkeypatch):
+    """In this process, every host name but ``localhost`` fails to resolve at once (IP
+    literals still work): a test about a host that cannot be resolved gets the resolver's
+    answer without waiting on this machine's DNS, or reaching the network."""
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name in (None, "", "localhost") or _is_ip(name):
+            return resolve(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, f"{name}: name not known (no_dns fixture)")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture
@@ -79,9 +107,9 @@ def app(tmp_path):
         }
     )
     yield app
-    local_app = app.extensions["falweb"]["local_app"]
-    if local_app is not None:
-        local_app.extensions["falweb_local"].close()
+    runtime = backend.embedded_runtime(app)
+    if runtime is not None:
+        runtime.close()
 
 
 @pytest.fixture

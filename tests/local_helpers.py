@@ -1,9 +1,10 @@
 """Small helpers for tests that talk to the local runtime over HTTP."""
 
 import json
-import time
 
 import requests
+
+from falweb.testing import wait_until
 
 SEED_PROMPT = (
     "A hyperdetailed photograph of a Cat dressed as a mafia boss holding a fish walking down a "
@@ -14,14 +15,14 @@ SEED_PROMPT = (
 
 def wait_status(status_url, want="COMPLETED", timeout=30, logs=True):
     """Poll until the status is ``want``; returns the last status body."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = requests.get(status_url, params={"logs": int(logs)}, timeout=10).json()
-        if body["status"] == want:
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {body['status']} after {timeout}s")
-        time.sleep(0.02)
+    last = [None]
+
+    def reached():
+        body = last[0] = requests.get(status_url, params={"logs": int(logs)}, timeout=10).json()
+        return body if body["status"] == want else None
+
+    return wait_until(reached, timeout=timeout,
+                      message=lambda: f"{want}, still {last[0]['status']} at {status_url}")
 
 
 def sse_events(response):

@@ -6,8 +6,10 @@ import logging
 import pytest
 import requests
 
+from falweb import backend
 from falweb import create_app
-from falweb.serving import ServerThread
+from falweb.local import runtime_of
+from falweb.testing import ServerThread
 from tests.conftest import TEST_FAL_KEY
 
 
@@ -20,16 +22,16 @@ def clean_env(monkeypatch):
 
 
 def close(app):
-    local_app = app.extensions["falweb"]["local_app"]
+    local_app = backend.local_app(app)
     if local_app is not None:
-        local_app.extensions["falweb_local"].close()
+        runtime_of(local_app).close()
 
 
 def test_no_key_means_the_embedded_local_runtime(clean_env, tmp_path):
     app = create_app({"FALWEB_INSTANCE_PATH": str(tmp_path)})
     try:
         assert app.config["FALWEB_BACKEND"] == "local"
-        assert app.extensions["falweb"]["local_app"] is not None
+        assert backend.local_app(app) is not None
         answer = app.test_client().get("/healthz")
         assert answer.status_code == 200
         body = answer.get_json()
@@ -45,7 +47,7 @@ def test_a_key_means_fal_and_never_shows(clean_env, tmp_path):
     clean_env.setenv("FAL_KEY", TEST_FAL_KEY)
     app = create_app({"FALWEB_INSTANCE_PATH": str(tmp_path)})
     assert app.config["FALWEB_BACKEND"] == "fal"
-    assert app.extensions["falweb"]["local_app"] is None
+    assert backend.local_app(app) is None
     answer = app.test_client().get("/healthz")
     assert answer.get_json()["backend"] == "fal" and answer.get_json()["credentials"] is True
     assert TEST_FAL_KEY not in answer.get_data(as_text=True)
@@ -88,12 +90,11 @@ def test_bad_settings_fail_fast_naming_the_key(clean_env, tmp_path):
 def test_local_url_points_the_app_at_a_runtime_elsewhere(clean_env, tmp_path, local_runtime):
     app = create_app({"FALWEB_INSTANCE_PATH": str(tmp_path),
                       "FALWEB_LOCAL_URL": local_runtime.url})
-    assert app.extensions["falweb"]["local_app"] is None
+    assert backend.local_app(app) is None
     client = app.test_client()
     assert client.get("/local/healthz").status_code == 404  # nothing mounted
     body = client.get("/healthz").get_json()
     assert body["local"]["status"] == "ok" and body["local_url"] == local_runtime.url
-    from falweb import backend
 
     with app.test_request_context():
         assert backend.hosts().queue("/fal-ai/x") == f"{local_runtime.url}/queue/fal-ai/x"
@@ -153,7 +154,7 @@ def test_synthetic_label_follows_the_engine(clean_env, tmp_path):
         assert b"badge--synthetic" in client.get("/").data
         assert client.get("/healthz").get_json()["synthetic"] is True
         # An engine that draws real model outputs (the diffusers one) is not labelled.
-        app.extensions["falweb"]["local_app"].extensions["falweb_local"].engine.synthetic = False
+        backend.embedded_runtime(app).engine.synthetic = False
         assert b"badge--synthetic" not in client.get("/").data
         assert client.get("/healthz").get_json()["synthetic"] is False
     finally:

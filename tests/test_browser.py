@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from falweb.serving import serve_app
+from falweb.testing import serve_app
+from falweb.testing import wait_until
 from tests import browser as chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -157,8 +158,10 @@ def test_generate_flow(browser, server):
     seen = set()
     swaps = 0
     section = css(driver, "section.status")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def completed():
+        # Each look also counts swaps (the old section goes stale) and shoots the running page.
+        nonlocal swaps, section
         state = status_of(driver)
         seen.add(state)
         try:
@@ -169,9 +172,9 @@ def test_generate_flow(browser, server):
         if state == "IN_PROGRESS" and "request-running" not in seen:
             seen.add("request-running")
             browser.screenshot("request-running")
-        if state == "COMPLETED":
-            break
-        time.sleep(0.05)
+        return state == "COMPLETED"
+
+    wait_until(completed, timeout=30, interval=0.05, message="the request page to show COMPLETED")
     assert status_of(driver) == "COMPLETED"
     assert seen & {"IN_QUEUE", "IN_PROGRESS"}, seen
     assert swaps >= 1

@@ -3,12 +3,12 @@
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
 from falweb.cli import main
+from falweb.testing import wait_until
 
 
 def spawn(args, tmp_path, marker):
@@ -18,12 +18,19 @@ def spawn(args, tmp_path, marker):
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "falweb.cli", *args],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 30
-    while marker not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(log.read_text())
-        time.sleep(0.05)
+
+    def started():
+        if marker in log.read_text():
+            return True
+        assert proc.poll() is None, log.read_text()  # it died: no use waiting
+        return False
+
+    try:
+        wait_until(started, timeout=30, interval=0.05,
+                   message=lambda: f"{marker!r} in the log:\n{log.read_text()}")
+    except AssertionError:
+        proc.kill()
+        raise
     line = next(x for x in log.read_text().splitlines() if marker in x)
     url = line.split(" on ", 1)[1].split()[0].rstrip("/")
     return proc, url

@@ -18,8 +18,9 @@ from falweb.client import FalTimeoutError
 from falweb.client import QueueStatus
 from falweb.client import ValidationError
 from falweb.hosts import Hosts
-from falweb.serving import ServerThread
-from falweb.serving import serve_local_runtime
+from falweb.testing import ServerThread
+from falweb.testing import serve_local_runtime
+from falweb.testing import wait_until
 
 SEED_PROMPT = (
     "A hyperdetailed photograph of a Cat dressed as a mafia boss holding a fish walking down a "
@@ -155,13 +156,13 @@ def test_subscribe_timeout_cancels_the_upstream_job(slow_runtime):
                          timeout=0.6, on_enqueue=enqueued.append)
     assert time.monotonic() - started < 3
     assert info.value.request_id == enqueued[0]
-    deadline = time.monotonic() + 10
-    while True:
+
+    def completed():
         status = client.queue.status("fal-ai/fast-sdxl", enqueued[0])
-        if status.status == "COMPLETED" or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert status.status == "COMPLETED"
+        return status if status.status == "COMPLETED" else None
+
+    status = wait_until(completed, timeout=10, interval=0.1,
+                        message="the timed-out request to end")
     assert status.error_type == "request_cancelled"
     with pytest.raises(ApiError):
         client.queue.result("fal-ai/fast-sdxl", enqueued[0])
@@ -231,10 +232,8 @@ def test_webhook_url_reaches_the_receiver(fal_client):
     with ServerThread(receiver) as server:
         result = fal_client.subscribe("fal-ai/fast-sdxl", {"prompt": "x", **SMALL},
                                       webhook_url=f"{server.url}/hook")
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.05)
-    assert received and received[0]["request_id"] == result.request_id
+        wait_until(lambda: received, timeout=10, interval=0.05, message="the webhook delivery")
+    assert received[0]["request_id"] == result.request_id
     assert received[0]["status"] == "OK"
 
 

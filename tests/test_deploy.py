@@ -5,11 +5,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 import websocket
+
+from falweb.testing import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,26 +26,23 @@ def gunicorn(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                                  "wsgi:app"], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
+
+    def booted():
+        text = log.read_text()
+        match = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", text)
+        if match and text.count("Booting worker") >= 2:
+            return match
+        assert proc.poll() is None, text  # it died: no use waiting
+        return None
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            text = log.read_text()
-            match = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", text)
-            booted = text.count("Booting worker")
-            if match and booted >= 2:
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, text
-            time.sleep(0.1)
-        url = match.group(1)
-        deadline = time.monotonic() + 30
-        while True:  # workers load the app after they boot
-            try:
-                if requests.get(url + "/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        url = wait_until(booted, timeout=60, interval=0.1,
+                         message=lambda: f"gunicorn and 2 workers to boot:\n{log.read_text()}"
+                         ).group(1)
+        # Workers load the app after they boot.
+        wait_until(lambda: requests.get(url + "/healthz", timeout=5).status_code == 200,
+                   timeout=30, interval=0.1, ignore=requests.ConnectionError,
+                   message=lambda: f"/healthz to answer 200:\n{log.read_text()}")
         yield url, log
     finally:
         proc.terminate()
@@ -62,10 +60,9 @@ def test_gunicorn_serves_pages_queue_proxy_and_live(gunicorn):
     body = requests.post(url + "/local/queue/fal-ai/fast-sdxl",
                          json={"prompt": "deployed", "num_inference_steps": 3,
                                "image_size": "square"}, timeout=10).json()
-    deadline = time.monotonic() + 30
-    while requests.get(body["status_url"], timeout=10).json()["status"] != "COMPLETED":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(
+        lambda: requests.get(body["status_url"], timeout=10).json()["status"] == "COMPLETED",
+        timeout=30, interval=0.05, message="the queued request to complete")
     result = requests.get(body["response_url"], timeout=10).json()
     assert requests.get(result["images"][0]["url"], timeout=10).status_code == 200
 
@@ -101,8 +98,11 @@ def test_gunicorn_serves_pages_queue_proxy_and_live(gunicorn):
                              json={"prompt": "x", "num_inference_steps": 1,
                                    "image_size": "square"})
     assert streamed.status_code == 200
-    deadline = time.monotonic() + 15
-    while "/run/fal-ai/fast-sdxl/stream" not in (text := log.read_text()):
-        assert time.monotonic() < deadline, "the stream was never logged"
-        time.sleep(0.1)
+
+    def stream_logged():
+        text = log.read_text()
+        return text if "/run/fal-ai/fast-sdxl/stream" in text else None
+
+    text = wait_until(stream_logged, timeout=15, interval=0.1,
+                      message="the stream in the access log")
     assert "fal_jwt_token" not in text and token not in text

@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from falweb.serving import serve_local_runtime  # noqa: E402
+from falweb.testing import serve_local_runtime  # noqa: E402
+from falweb.testing import wait_until  # noqa: E402
 from tests.local_helpers import wait_status  # noqa: E402
 
 # Library warnings of these pinned versions (see the reference notes), nothing broader:
@@ -226,10 +227,12 @@ def test_cancel_stops_the_pipeline_between_steps(runtime):
                      {"prompt": PROMPT, **SMALL, "num_inference_steps": 40})
         deadline_status = wait_status(job["status_url"], "IN_PROGRESS")
         assert deadline_status["status"] == "IN_PROGRESS"
-        for _ in range(200):  # until a step has run
+
+        def stepped():
             logs = requests.get(job["status_url"], params={"logs": 1}, timeout=10).json()["logs"]
-            if any(line["message"].startswith("Step ") for line in logs):
-                break
+            return any(line["message"].startswith("Step ") for line in logs)
+
+        wait_until(stepped, timeout=30, message="a first pipeline step to run")
         answer = requests.put(job["cancel_url"], timeout=10)
         assert answer.status_code == 202
         stopped = wait_status(job["status_url"], timeout=15)

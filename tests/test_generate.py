@@ -12,7 +12,7 @@ from PIL import Image
 
 from falweb import generate
 from falweb.cli import build_parser
-from falweb.serving import serve_local_runtime
+from falweb.testing import serve_local_runtime
 
 
 @pytest.fixture

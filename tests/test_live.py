@@ -5,6 +5,7 @@ import json
 import pytest
 import websocket
 
+from falweb import backend
 from tests.conftest import TEST_FAL_KEY
 
 
@@ -49,7 +50,7 @@ def test_invalid_input_answers_field_errors_and_is_not_sent(live_server):
 
 
 def test_only_the_latest_input_is_kept_while_busy(app, live_server):
-    app.extensions["falweb"]["local_app"].extensions["falweb_local"].engine.step_delay = 0.1
+    backend.embedded_runtime(app).engine.step_delay = 0.1
     ws = connect(live_server)
     try:
         for n in range(6):  # six quick edits while the first still runs (0.1 s × 4 steps)

@@ -6,14 +6,15 @@ import pytest
 import requests
 
 from falweb.local import create_local_app
-from falweb.serving import ServerThread
+from falweb.local import runtime_of
+from falweb.testing import ServerThread
 from tests.local_helpers import wait_status
 
 
 @pytest.mark.slow
 def test_100_submits_from_8_threads(local_config):
     app = create_local_app(local_config | {"FALWEB_LOCAL_WORKERS": 0})
-    runtime = app.extensions["falweb_local"]
+    runtime = runtime_of(app)
     with ServerThread(app) as server, requests.Session() as session:
         def submit(i):
             answer = session.post(f"{server.url}/queue/fal-ai/fast-sdxl",

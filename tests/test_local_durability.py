@@ -14,7 +14,9 @@ import requests
 from flask import Flask
 from flask import request as flask_request
 
-from falweb.serving import ServerThread
+from falweb.local import runtime_of
+from falweb.testing import ServerThread
+from falweb.testing import wait_until
 from tests.local_helpers import wait_status
 
 
@@ -31,10 +33,15 @@ def start_runtime(instance, extra_env=None):
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "falweb.cli", "local", "--port", "0"],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 30
-    while "local runtime on" not in log.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
+
+    def started():
+        if "local runtime on" in log.read_text():
+            return True
+        assert proc.poll() is None, log.read_text()  # it died: no use waiting
+        return False
+
+    wait_until(started, timeout=30, interval=0.05,
+               message=lambda: f"the runtime to start:\n{log.read_text()}")
     line = next(x for x in log.read_text().splitlines() if "local runtime on" in x)
     return proc, line.split(" on ", 1)[1].strip().rstrip("/")
 
@@ -66,13 +73,13 @@ def test_killed_worker_job_completes_exactly_once_after_restart(tmp_path, hook):
         queued = requests.post(f"{url}/queue/fal-ai/fast-sdxl",
                                json={"prompt": "waiting", "num_inference_steps": 2,
                                      "image_size": "square"}, timeout=10).json()
-        deadline = time.monotonic() + 20
-        while True:
+
+        def a_few_steps_in():
             status = requests.get(running["status_url"], params={"logs": 1}, timeout=10).json()
-            if status["status"] == "IN_PROGRESS" and len(status["logs"]) >= 4:
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+            return status["status"] == "IN_PROGRESS" and len(status["logs"]) >= 4
+
+        wait_until(a_few_steps_in, timeout=20, interval=0.05,
+                   message="the first job to be a few steps in")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -92,9 +99,8 @@ def test_killed_worker_job_completes_exactly_once_after_restart(tmp_path, hook):
         result = requests.get(moved(running["response_url"]), timeout=10)
         assert result.status_code == 200 and result.json()["prompt"] == "survivor"
         assert wait_status(moved(queued["status_url"]), timeout=30)["status"] == "COMPLETED"
-        deadline = time.monotonic() + 15
-        while hook.counts[running["request_id"]] == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: hook.counts[running["request_id"]], timeout=15, interval=0.1,
+                   message="the webhook delivery")
         time.sleep(1.5)  # room for a duplicate to show up, if one were coming
         assert hook.counts[running["request_id"]] == 1
     finally:
@@ -132,9 +138,9 @@ def test_closing_the_runtime_puts_running_jobs_back_in_the_queue(local_config):
                              json={"prompt": "interrupted", "num_inference_steps": 150,
                                    "image_size": "square"}, timeout=10).json()
         wait_status(body["status_url"], "IN_PROGRESS")
-        app.extensions["falweb_local"].close()
+        runtime_of(app).close()
     again = create_local_app(config | {"FALWEB_LOCAL_WORKERS": 0})
-    runtime = again.extensions["falweb_local"]
+    runtime = runtime_of(again)
     job = runtime.queue.get(body["request_id"])
     assert job.status == "IN_QUEUE"
     assert "went back to the queue" in runtime.queue.logs(body["request_id"])[-1]["message"]

@@ -12,8 +12,9 @@ from flask import Flask
 from flask import request as flask_request
 
 from falweb.local import create_local_app
-from falweb.serving import ServerThread
-from falweb.serving import serve_local_runtime
+from falweb.local import runtime_of
+from falweb.testing import ServerThread
+from falweb.testing import serve_local_runtime
 from tests.local_helpers import SEED_PROMPT
 from tests.local_helpers import sse_events
 from tests.local_helpers import wait_status
@@ -222,7 +223,7 @@ def test_status_stream_sends_incremental_logs_and_closes_after_completed(local_r
 
 def test_priority_low_waits_behind_normal(local_config):
     app = create_local_app(local_config | {"FALWEB_LOCAL_WORKERS": 0})
-    runtime = app.extensions["falweb_local"]
+    runtime = runtime_of(app)
     with ServerThread(app) as server:
         low = submit(server.url, "fal-ai/fast-sdxl", {"prompt": "low"},
                      headers={"x-fal-queue-priority": "low"})
@@ -309,4 +310,4 @@ def test_oversized_json_bodies_get_413(local_config):
         answer = requests.post(f"{server.url}/run/fal-ai/fast-sdxl", data=chunks(),
                                headers={"Content-Type": "application/json"}, timeout=10)
         assert answer.status_code == 413
-    app.extensions["falweb_local"].close()
+    runtime_of(app).close()

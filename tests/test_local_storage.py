@@ -7,7 +7,8 @@ import pytest
 import requests
 
 from falweb.local import create_local_app
-from falweb.serving import ServerThread
+from falweb.local import runtime_of
+from falweb.testing import ServerThread
 
 
 @pytest.mark.parametrize("path", ["/rest/storage/upload/initiate",
@@ -76,7 +77,7 @@ def test_uploads_above_the_limit_get_413(local_config):
         answer = requests.put(init["upload_url"], data=chunks(), timeout=10)
         assert answer.status_code == 413
         assert requests.get(init["file_url"], timeout=10).status_code == 404
-    app.extensions["falweb_local"].close()
+    runtime_of(app).close()
 
 
 def test_unknown_upload_url_and_file(local_runtime):

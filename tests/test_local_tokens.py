@@ -5,7 +5,8 @@ import time
 import requests
 
 from falweb.local import create_local_app
-from falweb.serving import ServerThread
+from falweb.local import runtime_of
+from falweb.testing import ServerThread
 
 
 def token(base, apps, expiration=120):
@@ -39,7 +40,7 @@ def test_token_expiry(local_config):
         answer = requests.post(server.url + "/run/fal-ai/fast-sdxl/stream",
                                params={"fal_jwt_token": short}, json={"prompt": "x"}, timeout=10)
         assert answer.status_code == 401 and answer.json()["detail"] == "Token expired"
-    app.extensions["falweb_local"].close()
+    runtime_of(app).close()
 
 
 def test_token_request_is_validated(local_runtime):

@@ -6,7 +6,6 @@ are fetched with Flask's test client or plain HTTP.
 
 import io
 import re
-import time
 
 import pytest
 import requests
@@ -15,12 +14,14 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from falweb import backend
 from falweb import create_app
 from falweb import history
 from falweb import history_sync
 from falweb.schemas import CATALOG
 from falweb.schemas import describe_fields
-from falweb.serving import serve_app
+from falweb.testing import serve_app
+from falweb.testing import wait_until
 from tests.conftest import TEST_FAL_KEY
 
 HX = {"HX-Request": "true"}
@@ -45,14 +46,13 @@ def request_id_of(response):
 
 
 def wait_done(client, request_id, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def done():
         response = client.get(f"/requests/{request_id}/status", headers=HX)
-        if response.status_code == 286:
-            return response
-        assert response.status_code == 200
-        time.sleep(0.05)
-    raise AssertionError(f"request {request_id} did not finish in {timeout} s")
+        assert response.status_code in (200, 286), response.status_code
+        return response if response.status_code == 286 else None
+
+    return wait_until(done, timeout=timeout, interval=0.05,
+                      message=f"request {request_id} to finish")
 
 
 def add_row(app, request_id, status="COMPLETED", result=None, error=None, **input):
@@ -95,7 +95,7 @@ def csrf_app(tmp_path):
         }
     )
     yield app
-    app.extensions["falweb"]["local_app"].extensions["falweb_local"].close()
+    backend.embedded_runtime(app).close()
 
 
 # -- catalog and forms ----------------------------------------------------------------------
@@ -357,11 +357,8 @@ def test_cancel_a_running_request(slow_server):
     request_id = request_id_of(submit(client, num_inference_steps="50"))
     response = client.post(f"/requests/{request_id}/cancel", headers=HX)
     assert response.status_code in (200, 286)
-    deadline = time.monotonic() + 15
-    while response.status_code != 286 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        response = client.get(f"/requests/{request_id}/status", headers=HX)
-    assert response.status_code == 286
+    if response.status_code != 286:
+        response = wait_done(client, request_id, timeout=15)
     assert "Cancelled" in response.text
     with slow_server.app.app_context():
         assert history.get(request_id)["status"] == "CANCELLED"
@@ -436,15 +433,14 @@ def test_reconcile_settles_rows_left_unfinished(app, live_server):
             "fal-ai/fast-sdxl", input={"prompt": "left running", "num_inference_steps": 1}
         )
         history.add(handle.request_id, "fal-ai/fast-sdxl", {"prompt": "left running"}, "local")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def reconciled():
         assert history_sync.reconcile(app) == 1
         with app.app_context():
             row = history.get(handle.request_id)
-        if row["status"] == "COMPLETED":
-            break
-        time.sleep(0.1)
-    assert row["status"] == "COMPLETED"
+        return row if row["status"] == "COMPLETED" else None
+
+    row = wait_until(reconciled, timeout=10, interval=0.1, message="reconcile to complete the row")
     assert row["thumbnail_url"]
     assert history_sync.reconcile(app) == 0
 

@@ -29,7 +29,8 @@ from falweb.proxy import DEFAULTS
 from falweb.proxy import FalProxy
 from falweb.proxy import parse_target
 from falweb.proxy import url_matcher
-from falweb.serving import ServerThread
+from falweb.testing import ServerThread
+from falweb.testing import wait_until
 from tests.conftest import TEST_FAL_KEY
 
 ROUTE = "/api/fal/proxy"
@@ -913,15 +914,15 @@ def test_under_gunicorn_gthread(upstream, attacker):
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    def listening():
+        assert proc.poll() is None, "gunicorn exited"  # it died: no use waiting
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
-                time.sleep(0.1)
+        wait_until(listening, timeout=20, interval=0.1, ignore=OSError,
+                   message="gunicorn to listen")
         server = SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port)
         test_sse_events_arrive_before_upstream_finishes(upstream, server)
         upstream.hits.clear()

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from falweb import backend
 from falweb import create_app
 from falweb.proxy import FalProxy
-from falweb.serving import ServerThread
+from falweb.testing import ServerThread
 from tests.conftest import TEST_FAL_KEY
 
 pytestmark = pytest.mark.node
@@ -62,7 +63,7 @@ def falweb_server(tmp_path_factory):
     app.config["FALWEB_SELF_URL"] = server.url
     yield server
     server.shutdown()
-    app.extensions["falweb"]["local_app"].extensions["falweb_local"].close()
+    backend.embedded_runtime(app).close()
 
 
 @pytest.fixture(scope="module")

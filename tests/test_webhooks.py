@@ -15,20 +15,20 @@ from falweb import backend
 from falweb import history
 from falweb import history_sync
 from falweb.local.delivery import webhook_body
+from falweb.testing import wait_until
 from falweb.webhook_signature import JWKSCache
 from falweb.webhook_signature import WebhookError
 from falweb.webhook_signature import verify_webhook
 
 
 def wait_row(app, request_id, timeout=20):
-    deadline = time.monotonic() + timeout
-    while True:
+    def settled():
         with app.app_context():
             row = history.get(request_id)
-        if row["status"] in history.TERMINAL:
-            return row
-        assert time.monotonic() < deadline, row["status"]
-        time.sleep(0.05)
+        return row if row["status"] in history.TERMINAL else None
+
+    return wait_until(settled, timeout=timeout, interval=0.05,
+                      message=f"history row {request_id} to settle")
 
 
 def test_delivery_from_the_runtime_completes_the_history_row(app, live_server):
@@ -93,11 +93,12 @@ def test_a_webhook_finishes_a_row_with_all_its_logs(app, live_server):
     assert f"({len(final['logs'])} lines)" in page and "Step 150/150" in page
 
 
-def test_failed_request_is_recorded_as_failed(app, live_server):
+def test_failed_request_is_recorded_as_failed(no_dns, app, live_server):
     base = live_server.url
     with app.app_context():
-        runtime = app.extensions["falweb"]["local_app"].extensions["falweb_local"]
-    # A public-looking URL that cannot resolve: the engine fails the job with a 422 result.
+        runtime = backend.embedded_runtime(app)
+    # A public-looking URL that cannot resolve (no_dns answers so at once, as a resolver
+    # would, without waiting on one): the engine fails the job with a 422 result.
     body = requests.post(f"{base}/local/queue/fal-ai/fast-sdxl/image-to-image",
                          params={"fal_webhook": base + "/webhooks/fal"},
                          json={"prompt": "x", "image_url": "https://no-such-host.invalid/x.png",
