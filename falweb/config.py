@@ -63,6 +63,8 @@ DEFAULTS = {
     "FALWEB_WEBHOOK_TOLERANCE": 300,
     # Largest webhook body accepted, in bytes (413 above; checked before the body is read).
     "FALWEB_WEBHOOK_MAX_BYTES": 32 * 1024 * 1024,
+    # Largest form post the pages read (file uploads included), in bytes (413 above).
+    "FALWEB_FORM_MAX_BYTES": 64 * 1024 * 1024,
     # Requests per history page.
     "FALWEB_HISTORY_PER_PAGE": 20,
     # Poll the backend for unfinished history rows after a restart (in the background).

@@ -53,7 +53,16 @@ CREATE TABLE IF NOT EXISTS held_webhook (
     body BLOB NOT NULL,
     received REAL NOT NULL
 );
+-- One row per form submission token, so that a form posted twice makes one request.
+CREATE TABLE IF NOT EXISTS submission (
+    token TEXT PRIMARY KEY,
+    request_id TEXT,
+    created REAL NOT NULL
+);
 """
+
+# A submission token is remembered this long (a form left open longer gets a new request).
+SUBMISSION_SECONDS = 24 * 3600
 
 # A held webhook whose request never shows up (submitted by another app) is forgotten.
 HELD_WEBHOOK_SECONDS = 24 * 3600
@@ -177,6 +186,39 @@ def get_or_hold_webhook(request_id, body, db=None):
             db.execute("INSERT OR REPLACE INTO held_webhook (request_id, body, received)"
                        " VALUES (?, ?, ?)", (request_id, body, time.time()))
     return _decode(row)
+
+
+def claim_submission(token, db=None):
+    """True when ``token`` is new and now ours to submit; False when another post of the same
+    form has it (see :func:`submission_state`)."""
+    db = db or get_db()
+    with _immediate(db):
+        db.execute("DELETE FROM submission WHERE created < ?",
+                   (time.time() - SUBMISSION_SECONDS,))
+        claimed = db.execute("INSERT OR IGNORE INTO submission (token, created) VALUES (?, ?)",
+                             (token, time.time())).rowcount
+    return bool(claimed)
+
+
+def finish_submission(token, request_id, db=None):
+    """Record the request a claimed token made; ``request_id=None`` releases the token (the
+    submit failed, so posting the form again may try again)."""
+    db = db or get_db()
+    with _immediate(db):
+        if request_id is None:
+            db.execute("DELETE FROM submission WHERE token = ?", (token,))
+        else:
+            db.execute("UPDATE submission SET request_id = ? WHERE token = ?",
+                       (request_id, token))
+
+
+def submission_state(token, db=None):
+    """``(claimed, request_id)`` of a token: whether it is claimed, and its request once
+    the submit that claimed it has one."""
+    db = db or get_db()
+    db.commit()  # read what other connections committed, not an old snapshot
+    row = db.execute("SELECT request_id FROM submission WHERE token = ?", (token,)).fetchone()
+    return (row is not None, row[0] if row else None)
 
 
 class _immediate:

@@ -7,6 +7,11 @@ blueprint; the JSON blueprints (proxy, webhooks) are not checked, as they authen
 their callers by other means.
 """
 
+import os
+import re
+import secrets
+import time
+
 from flask import Blueprint
 from flask import abort
 from flask import current_app
@@ -18,6 +23,8 @@ from flask import url_for
 from flask_wtf.csrf import CSRFError
 from flask_wtf.csrf import CSRFProtect
 from marshmallow import ValidationError
+from PIL import Image
+from PIL import UnidentifiedImageError
 
 from falweb import backend
 from falweb import history
@@ -40,6 +47,8 @@ from falweb.schemas.forms import values_from_form
 from falweb.schemas.forms import values_from_input
 
 bp = Blueprint("pages", __name__)
+# Form submission tokens: what secrets.token_urlsafe() makes, nothing a caller could abuse.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 csrf = CSRFProtect()
 
 def init_app(app):
@@ -55,6 +64,9 @@ def init_app(app):
 
 @bp.before_request
 def _protect():
+    # A form post is at most this big, checked before the body is read (the proxy, which
+    # streams uploads of any size, is another blueprint).
+    request.max_content_length = current_app.config["FALWEB_FORM_MAX_BYTES"]
     if current_app.config.get("WTF_CSRF_ENABLED", True):
         csrf.protect()
 
@@ -90,6 +102,8 @@ def _endpoint_or_404(endpoint_id):
 
 def _render_form(endpoint, fields, values, errors=None, upstream_error=None, status=200):
     context = {
+        # A new token per rendering: posting this form twice makes one request.
+        "submission_token": secrets.token_urlsafe(18),
         "endpoint": endpoint,
         "fields": fields,
         "values": values,
@@ -149,44 +163,106 @@ def submit(endpoint_id):
     endpoint = _endpoint_or_404(endpoint_id)
     fields = describe_fields(endpoint)
     values = values_from_form(fields, request.form)
-    errors = {}
+    token = request.form.get("submission_token", "")
+    token = token if _TOKEN.fullmatch(token) else None
+    made = token and history.submission_state(token)[1]
+    if made:
+        # The same form posted again (a double click, a resent post): the request it made.
+        return htmx.redirect(url_for(".request_page", request_id=made))
+    errors, upload_failed = {}, False
     for field in fields:
         if field.kind == "file":
-            message = _upload(field, values)
+            message, refused = _upload(field, values)
             if message:
                 errors[field.name] = [message]
+                upload_failed = upload_failed or not refused
     if errors:
-        return _render_form(endpoint, fields, values, errors, status=502)
+        return _render_form(endpoint, fields, values, errors,
+                            status=502 if upload_failed else 422)
     try:
         input = load_input(endpoint, post_data(fields, values), form=True)
     except ValidationError as exc:
         return _render_form(endpoint, fields, values, form_errors(exc.messages), status=422)
+    if token and not history.claim_submission(token):
+        made = _await_submission(token)
+        if made:
+            return htmx.redirect(url_for(".request_page", request_id=made))
+        # The other post failed and released the token: this one may try.
+        if not history.claim_submission(token):
+            return _render_form(endpoint, fields, values, upstream_error={
+                "status": None, "detail": "This form is being submitted already."}, status=409)
     try:
         request_id = _submit(endpoint.endpoint_id, input)
-    except client_errors.ValidationError as exc:
-        return _render_form(endpoint, fields, values, _upstream_field_errors(exc), status=422)
     except client_errors.FalError as exc:
+        if token:
+            history.finish_submission(token, None)
+        if isinstance(exc, client_errors.ValidationError):
+            return _render_form(endpoint, fields, values, _upstream_field_errors(exc),
+                                status=422)
         return _render_form(
             endpoint, fields, values, upstream_error=_describe_error(exc), status=502
         )
+    if token:
+        history.finish_submission(token, request_id)
     return htmx.redirect(url_for(".request_page", request_id=request_id))
 
 
+def _await_submission(token):
+    """The request another post of the same form is making, once it has one; None when
+    that post gave up (it releases the token) or took longer than the HTTP timeout."""
+    deadline = time.monotonic() + current_app.config["FALWEB_HTTP_TIMEOUT"]
+    while time.monotonic() < deadline:
+        claimed, request_id = history.submission_state(token)
+        if request_id or not claimed:
+            return request_id
+        time.sleep(0.05)
+    return None
+
+
 def _upload(field, values):
-    """Upload the field's chosen file through storage; returns an error message or None."""
+    """Upload the field's chosen file through storage.
+
+    Returns ``(message, refused)``: no message when it went well (or no file was chosen);
+    ``refused`` when the file itself is wrong (not an image), else the upload failed.
+    """
     file = request.files.get(f"{field.name}_file")
     if file is None or not file.filename:
-        return None
-    content = file.read()
-    if not content:
-        return None
+        return None, False
+    stream = file.stream
+    stream.seek(0, os.SEEK_END)
+    if not stream.tell():
+        return None, False
+    stream.seek(0)
+    kind = _image_kind(stream)
+    if kind is None:
+        return "Not an image: choose a PNG, JPEG, WebP or GIF file.", True
+    stream.seek(0)
     try:
+        # The spooled upload streams to storage; it is never read into memory whole.
         values[field.name] = get_client().storage.upload(
-            content, content_type=file.mimetype or None, file_name=file.filename
+            stream, content_type=f"image/{kind}", file_name=file.filename
         )
     except client_errors.FalError as exc:
-        return f"The upload failed: {_describe_error(exc)['detail']}"
-    return None
+        return f"The upload failed: {_describe_error(exc)['detail']}", False
+    return None, False
+
+
+# What image fields accept, by Pillow's format name; the MIME subtype is its lower case.
+_IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
+
+
+def _image_kind(stream):
+    """``png``, ``jpeg``, ``webp`` or ``gif`` when ``stream`` holds such an image, else None.
+
+    Pillow reads only the header here (no pixels are decoded), whatever the browser claimed
+    the file to be.
+    """
+    try:
+        with Image.open(stream) as image:
+            kind = image.format
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return kind.lower() if kind in _IMAGE_FORMATS else None
 
 
 def _submit(endpoint_id, input):
@@ -383,6 +459,12 @@ def delete(request_id):
 @bp.errorhandler(404)
 def _not_found(exc):
     return render_template("errors/404.html", description=exc.description), 404
+
+
+@bp.errorhandler(413)
+def _too_large(exc):
+    limit_mb = current_app.config["FALWEB_FORM_MAX_BYTES"] / (1024 * 1024)
+    return render_template("errors/too_large.html", limit_mb=f"{limit_mb:g}"), 413
 
 
 def _csrf_error(exc):

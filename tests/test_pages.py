@@ -270,6 +270,72 @@ def test_file_input_is_uploaded_through_storage(app, client, live_server):
     wait_done(client, request_id)
 
 
+def test_a_file_that_is_not_an_image_is_refused_at_the_form(app, client, live_server):
+    runtime = backend.embedded_runtime(app)
+    before = runtime.queue.counts()
+    response = client.post(
+        "/models/fal-ai/fast-sdxl/image-to-image",
+        # A browser believes the file type the name suggests; the bytes say otherwise.
+        data={"prompt": "x", "image_url_file": (io.BytesIO(b"just some notes\n"), "in.png")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 422
+    assert "Not an image" in field_html(response.text, "image_url")
+    assert runtime.queue.counts() == before  # nothing was queued
+    with app.app_context():
+        assert history.page(1, 10)[1] == 0
+
+
+def test_a_form_posted_twice_makes_one_request(app, client, live_server):
+    form = client.get("/models/fal-ai/fast-sdxl").text
+    token = re.search(r'name="submission_token" value="([^"]+)"', form)[1]
+    first = submit(client, submission_token=token, num_inference_steps="1")
+    second = submit(client, submission_token=token, num_inference_steps="1")
+    assert request_id_of(first) == request_id_of(second)
+    with app.app_context():
+        assert history.page(1, 10)[1] == 1
+    # A fresh rendering of the form is a new submission.
+    token2 = re.search(r'name="submission_token" value="([^"]+)"',
+                       client.get("/models/fal-ai/fast-sdxl").text)[1]
+    assert token2 != token
+    assert request_id_of(submit(client, submission_token=token2)) != request_id_of(first)
+
+
+def test_a_double_click_at_once_makes_one_request(app, live_server):
+    import concurrent.futures
+
+    form = requests.get(live_server.url + "/models/fal-ai/fast-sdxl", timeout=10).text
+    token = re.search(r'name="submission_token" value="([^"]+)"', form)[1]
+
+    def post(_):
+        return requests.post(live_server.url + "/models/fal-ai/fast-sdxl", timeout=30,
+                             data={"prompt": "twice", "submission_token": token},
+                             allow_redirects=False).headers["Location"]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        locations = set(pool.map(post, range(4)))
+    assert len(locations) == 1
+    with app.app_context():
+        assert history.page(1, 10)[1] == 1
+
+
+def test_a_huge_prompt_is_refused_beside_the_field(client):
+    response = submit(client, prompt="x" * 1_000_000)
+    assert response.status_code == 422
+    assert "Longer than 10000 characters." in field_html(response.text, "prompt")
+
+
+def test_a_form_larger_than_the_limit_is_refused_before_it_is_read(app, live_server):
+    import socket
+
+    app.config["FALWEB_FORM_MAX_BYTES"] = 1024 * 1024
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as sock:
+        sock.sendall(b"POST /models/fal-ai/fast-sdxl HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 536870912\r\n\r\n")
+        assert sock.recv(64).startswith(b"HTTP/1.1 413")
+
+
 def test_file_input_missing_is_422(client):
     response = client.post("/models/fal-ai/fast-sdxl/image-to-image", data={"prompt": "x"})
     assert response.status_code == 422

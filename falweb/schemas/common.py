@@ -21,6 +21,7 @@ from falweb.schemas.fields import Prompt
 from falweb.schemas.fields import StrictBoolean
 from falweb.schemas.fields import StrictFloat
 from falweb.schemas.fields import StrictInteger
+from falweb.schemas.fields import Text
 
 #: Most LoRA rows a form or request may carry; more is a mistake, not a use case.
 MAX_LORAS = 5
@@ -118,7 +119,7 @@ def prompt():
 
 
 def negative_prompt(default=""):
-    return fields.String(
+    return Text(
         load_default=default,
         metadata={
             "description": (

@@ -67,7 +67,30 @@ class StrictBoolean(fields.Boolean):
         raise self.make_error("invalid", input=value)
 
 
-class Prompt(fields.String):
+#: Longest text (prompt, negative prompt) accepted where an endpoint's document sets no
+#: ``maxLength``. fal's image documents set none; the longest one they do set is 2,500
+#: (kling-video), and CLIP reads ~77 tokens. 10,000 characters refuses only abuse (a 1 MB
+#: prompt made a 2 MB request page) and never a real prompt.
+MAX_TEXT_LENGTH = 10_000
+
+
+class Text(fields.String):
+    """A string of at most ``max_length`` characters (default :data:`MAX_TEXT_LENGTH`)."""
+
+    default_error_messages = {"too_long": "Longer than {max_length} characters."}
+
+    def __init__(self, *args, max_length=MAX_TEXT_LENGTH, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_length = max_length
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if self.max_length is not None and len(value) > self.max_length:
+            raise self.make_error("too_long", max_length=self.max_length)
+        return value
+
+
+class Prompt(Text):
     """A prompt: a string with at least one non-space character."""
 
     default_error_messages = {"blank": "The prompt must not be empty."}
