@@ -101,7 +101,7 @@ def create_app(test_config=None):
     history.init_app(app)
     history_sync.init_app(app)
     # The proxy forwards to this app's backend: fal, or the local runtime.
-    FalProxy(app, hosts=backend.hosts)
+    FalProxy(app, hosts=backend.hosts, mounts=lambda: backend.mounts(app))
     for part in (pages, downloads, webhooks, live):
         part.init_app(app)
     return app

@@ -3,11 +3,20 @@
 ``init_app`` mounts the local runtime at ``/local`` (Werkzeug ``DispatcherMiddleware``)
 when the backend is local and ``FALWEB_LOCAL_URL`` is not set. :func:`hosts` answers where
 fal's hosts are for the current app.
+
+The app never calls its embedded runtime over HTTP on its own socket (a poll waiting for a
+free thread of the same server can deadlock it): every session this module hands out
+(:func:`client`, :func:`session`, the proxy's) sends URLs under the runtime's base into the
+runtime's WSGI app in the calling thread (:class:`EmbeddedRouter`).
 """
 
+from urllib.parse import urlsplit
+
+import requests
 from flask import current_app
 from flask import has_request_context
 from flask import request
+from requests.adapters import HTTPAdapter
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from falweb.config import credentials_from
@@ -96,15 +105,75 @@ def hosts(app=None):
     return Hosts(local_base(app))
 
 
+class EmbeddedRouter(HTTPAdapter):
+    """A transport adapter: requests under the embedded runtime's base URL go into its WSGI
+    app in this thread; any other URL goes over the network as usual.
+
+    ``base_of()`` names the base at each call (the app's own address can differ per
+    listening socket), or None when there is no embedded runtime.
+    """
+
+    def __init__(self, local, base_of, **kwargs):
+
+        super().__init__(**kwargs)
+        self._local = local
+        self._base_of = base_of
+        self._adapters = {}
+
+    def send(self, request, **kwargs):
+        base = self._base_of() if self._local is not None else None
+        if base and (request.url.startswith(base + "/") or request.url == base):
+            return self._in_process(base).send(request, **kwargs)
+        return super().send(request, **kwargs)
+
+    def _in_process(self, base):
+        from falweb.wsgi_adapter import WSGIAdapter
+
+        script_name = urlsplit(base).path
+        adapter = self._adapters.get(script_name)
+        if adapter is None:
+            adapter = self._adapters[script_name] = WSGIAdapter(self._local, script_name)
+        return adapter
+
+
+def mounts(app=None):
+    """``{prefix: adapter}`` for a session that calls this app's backend (see
+    :class:`EmbeddedRouter`); a request context, when there is one, names the base."""
+    app = app or current_app._get_current_object()
+    router = EmbeddedRouter(local_app(app), lambda: local_base(app) if _knows_self(app)
+                            else None, pool_maxsize=64, max_retries=0)
+    return {"http://": router}
+
+
+def _knows_self(app):
+    return bool(app.config.get("FALWEB_SELF_URL")) or has_request_context()
+
+
+def session(app=None, base=None):
+    """A ``requests.Session`` for the backend's URLs (file downloads, say); with an embedded
+    runtime, calls to it stay in process. ``base``: the runtime's base URL when there is no
+    request to learn it from. Close it when done."""
+    app = app or current_app._get_current_object()
+    made = requests.Session()
+    local = local_app(app)
+    if local is not None:
+        base_of = (lambda: base) if base else (
+            lambda: local_base(app) if _knows_self(app) else None)
+        made.mount("http://", EmbeddedRouter(local, base_of, max_retries=0))
+    return made
+
+
 def client(app=None, on=None):
     """A :class:`~falweb.client.FalClient` with the app's credentials, timeout and poll
     interval, on the :class:`Hosts` ``on`` (default: the backend's). Close it when done."""
     from falweb.client import FalClient
 
-    app = app or current_app
-    return FalClient(credentials=credentials_from(app.config), hosts=on or hosts(app),
+    app = app or current_app._get_current_object()
+    on = on or hosts(app)
+    return FalClient(credentials=credentials_from(app.config), hosts=on,
                      timeout=app.config["FALWEB_HTTP_TIMEOUT"],
-                     poll_interval=app.config["FALWEB_POLL_INTERVAL"])
+                     poll_interval=app.config["FALWEB_POLL_INTERVAL"],
+                     session=session(app, base=on.local_base))
 
 
 def describe(app=None):

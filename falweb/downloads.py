@@ -71,17 +71,20 @@ def image(request_id, index):
         return Response(data, mimetype=head[5:].split(";")[0] or content_type, headers=headers)
     if not _trusted(url):
         return redirect(url)
+    session = backend.session()
     try:
-        upstream = requests.get(url, stream=True, allow_redirects=False,
-                                timeout=current_app.config["FALWEB_HTTP_TIMEOUT"])
+        upstream = session.get(url, stream=True, allow_redirects=False,
+                               timeout=current_app.config["FALWEB_HTTP_TIMEOUT"])
     except requests.RequestException:
+        session.close()
         abort(404, description="The image cannot be fetched right now.")
     if upstream.status_code != 200:
         upstream.close()
+        session.close()
         abort(404, description="The image is no longer available.")
 
     def body():
-        with upstream:
+        with session, upstream:
             yield from upstream.iter_content(CHUNK)
 
     return Response(stream_with_context(body()),

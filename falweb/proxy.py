@@ -344,7 +344,10 @@ class FalProxy:
     """fal's credential proxy as a Flask extension: one route, any method, JSON errors.
 
     ``hosts`` (optional) is a callable returning a :class:`~falweb.hosts.Hosts` for the current
-    request; without it ``FAL_PROXY_UPSTREAM`` decides (None = fal itself).
+    request; without it ``FAL_PROXY_UPSTREAM`` decides (None = fal itself). ``mounts``
+    (optional) is a callable returning ``{url_prefix: requests_adapter}`` mounted on the
+    upstream session when it is made (falweb mounts one that calls its embedded runtime in
+    process).
 
     Hooks, registered with decorators and run in registration order:
 
@@ -357,8 +360,9 @@ class FalProxy:
       streamed to the caller, so the hook must not read it. Return value ignored.
     """
 
-    def __init__(self, app=None, hosts=None):
+    def __init__(self, app=None, hosts=None, mounts=None):
         self.hosts = hosts
+        self.mounts = mounts
         self.authorize_hooks = []
         self.before_forward_hooks = []
         self.after_response_hooks = []
@@ -626,6 +630,8 @@ class FalProxy:
                     adapter = HTTPAdapter(pool_connections=8, pool_maxsize=64, max_retries=0)
                     session.mount("https://", adapter)
                     session.mount("http://", adapter)
+                    for prefix, custom in (self.mounts() if self.mounts else {}).items():
+                        session.mount(prefix, custom)
                     self._session = session
         return self._session
 

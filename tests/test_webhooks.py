@@ -71,6 +71,7 @@ def test_a_webhook_before_its_row_is_held_and_applied_when_the_row_is_written(ap
 
 
 def test_a_webhook_finishes_a_row_with_all_its_logs(app, live_server):
+    app.config["FALWEB_HISTORY_RECONCILE"] = False  # the webhook, not a poll, finishes it
     base = live_server.url
     body = requests.post(f"{base}/local/queue/fal-ai/fast-sdxl",
                          json={"prompt": "long", "num_inference_steps": 150,
