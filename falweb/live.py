@@ -3,9 +3,9 @@
 The browser sends JSON inputs to ``/live/<endpoint_id>/ws``; the server validates them with
 the endpoint's schema, fetches a realtime token with its own key, and talks msgpack to the
 upstream ``wss://fal.run/<id>/realtime`` (or the local runtime's). Results come back to the
-browser as JSON, images as data URIs. While the upstream is busy only the latest input is
-kept, so a person typing sees their newest prompt, not a backlog. The key and the token never
-reach the browser.
+browser as JSON, images as data URIs, integers past JavaScript's exact range (seeds) as strings.
+While the upstream is busy only the latest input is kept, so a person typing sees their newest
+prompt, not a backlog. The key and the token never reach the browser.
 
 :func:`pump` is a plain function over duck-typed sockets (``receive(timeout)``/``send`` on the
 browser side, ``send_binary``/``recv_data`` on the upstream side), so it can be driven by
@@ -34,6 +34,8 @@ sock = Sock()
 log = logging.getLogger("falweb.live")
 
 RECEIVE_POLL = 0.5
+# The largest integer a JavaScript number holds exactly (Number.MAX_SAFE_INTEGER).
+JS_SAFE_INTEGER = 2**53 - 1
 
 
 def init_app(app):
@@ -86,6 +88,24 @@ def _data_uris(value):
     return value
 
 
+def _exact_for_js(value):
+    # bool is an int too, and must stay true/false.
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > JS_SAFE_INTEGER:
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _exact_for_js(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_exact_for_js(item) for item in value]
+    return value
+
+
+def browser_json(message):
+    """``message`` as the JSON text the browser gets: integers beyond ±(2**53 - 1) become
+    strings, as ``JSON.parse`` would round them (seed 1123118605902879207 would read
+    1123118605902879200)."""
+    return json.dumps(_exact_for_js(message))
+
+
 def _to_browser(opcode, data):
     """The browser message for one upstream frame, or None to drop it."""
     if opcode == websocket.ABNF.OPCODE_BINARY:
@@ -120,7 +140,7 @@ def pump(browser, upstream, validate, stop=None):
                 message = _to_browser(opcode, data)
                 if message is None:
                     continue
-                browser.send(json.dumps(message))
+                browser.send(browser_json(message))
                 if message["type"] in ("result", "error"):
                     with lock:
                         pending, state["pending"] = state["pending"], None
@@ -142,15 +162,16 @@ def pump(browser, upstream, validate, stop=None):
             try:
                 data = json.loads(raw)
             except ValueError:
-                browser.send(json.dumps({"type": "invalid",
-                                         "errors": {"_schema": ["Send JSON objects"]}}))
+                browser.send(browser_json({"type": "invalid",
+                                           "errors": {"_schema": ["Send JSON objects"]}}))
                 continue
             try:
                 input = validate(data if isinstance(data, dict) else {})
             except ValidationError as exc:
                 from falweb.schemas import form_errors
 
-                browser.send(json.dumps({"type": "invalid", "errors": form_errors(exc.messages)}))
+                browser.send(browser_json({"type": "invalid",
+                                           "errors": form_errors(exc.messages)}))
                 continue
             with lock:
                 if state["busy"]:
@@ -189,16 +210,17 @@ def socket(ws, endpoint_id):
 
     endpoint = get_endpoint(endpoint_id)
     if endpoint is None or not endpoint.realtime:
-        ws.send(json.dumps({"type": "error", "error": "NOT_FOUND",
-                            "reason": f"No live mode for {endpoint_id!r}"}))
+        ws.send(browser_json({"type": "error", "error": "NOT_FOUND",
+                              "reason": f"No live mode for {endpoint_id!r}"}))
         return
     try:
         upstream = _open_upstream(endpoint.endpoint_id)
     except Exception as exc:  # never echo details that could carry credentials
         log.warning("live: cannot reach the realtime upstream (%s)", type(exc).__name__)
-        ws.send(json.dumps({"type": "error", "error": "UPSTREAM_UNAVAILABLE",
-                            "reason": "The realtime backend cannot be reached right now."}))
+        ws.send(browser_json({"type": "error", "error": "UPSTREAM_UNAVAILABLE",
+                              "reason": "The realtime backend cannot be reached right now."}))
         return
     upstream.settimeout(None)
-    # The API path (strict types): live.js sends numbers as numbers.
+    # The API path (strict types): live.js sends numbers as numbers (a seed as the digits
+    # typed, which Python's json reads exactly however large).
     pump(ws, upstream, lambda data: load_input(endpoint, data))

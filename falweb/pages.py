@@ -17,6 +17,7 @@ from flask import abort
 from flask import current_app
 from flask import g
 from flask import make_response
+from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
@@ -25,6 +26,7 @@ from flask_wtf.csrf import CSRFProtect
 from marshmallow import ValidationError
 from PIL import Image
 from PIL import UnidentifiedImageError
+from werkzeug.exceptions import NotFound
 
 from falweb import backend
 from falweb import history
@@ -453,12 +455,32 @@ def delete(request_id):
     return htmx.redirect(url_for(".history_page", page=page if page > 1 else None))
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """A redirect to the icon every page links; browsers still ask for this address."""
+    return redirect(url_for("static", filename="favicon.svg"))
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 
-@bp.errorhandler(404)
+def _json_path(path):
+    # JSON APIs live below these prefixes; their callers never want a page.
+    prefixes = (current_app.config.get("FAL_PROXY_ROUTE", "/api/fal/proxy"), "/webhooks",
+                backend.LOCAL_MOUNT)
+    return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
+
+
+@bp.app_errorhandler(404)
 def _not_found(exc):
-    return render_template("errors/404.html", description=exc.description), 404
+    """The app's 404 page for any address a person may open (unknown pages, /live/<id>);
+    JSON APIs and callers that prefer JSON keep the plain answer."""
+    wanted = request.accept_mimetypes.best_match(("text/html", "application/json"))
+    if _json_path(request.path) or wanted == "application/json":
+        return exc
+    # Werkzeug's stock text is for a bare page; the template has its own words for that.
+    description = exc.description if exc.description != NotFound.description else None
+    return render_template("errors/404.html", description=description), 404
 
 
 @bp.errorhandler(413)

@@ -14,7 +14,9 @@ from falweb import backend
 from falweb import history
 from falweb.client.outputs import output_file_name
 from falweb.client.status import step_of
+from falweb.schemas import IMAGE_SIZE_PRESETS
 from falweb.schemas import get_endpoint
+from falweb.schemas.fields import IMAGE_SIZE_SIDE_DEFAULT
 
 # Log lines shown while a request runs: the newest ones, enough to follow a long run. A
 # finished request shows all of them.
@@ -28,11 +30,43 @@ def init_app(app):
     app.jinja_env.filters["pretty_json"] = pretty_json
     app.jinja_env.filters["duration"] = duration
     app.jinja_env.filters["timestamp"] = timestamp
+    app.jinja_env.filters["size_label"] = size_label
 
 
 def pretty_json(value):
     """``value`` as indented JSON; big integers (seeds) stay exact, as Python prints them."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+# Words of fal's image_size preset names that are abbreviations, written as people write them.
+_SIZE_WORDS = {"hd": "HD", "sd": "SD", "uhd": "UHD"}
+
+
+def size_label(value, pixels=False):
+    """An ``image_size`` as a person reads it: ``portrait_4_3`` → "Portrait 4:3",
+    ``square_hd`` → "Square HD", ``{"width": 768, "height": 1024}`` → "768 × 1024".
+
+    ``pixels``: a preset's width × height follows in parentheses.
+    """
+    if isinstance(value, dict):
+        width = value.get("width", IMAGE_SIZE_SIDE_DEFAULT)
+        height = value.get("height", IMAGE_SIZE_SIDE_DEFAULT)
+        return f"{width} × {height}"
+    if not isinstance(value, str):
+        return "" if value is None else str(value)
+    words = []
+    for word in value.split("_"):
+        # Neighbouring numbers are a ratio: "16", "9" → "16:9".
+        if word.isdigit() and words and words[-1][-1:].isdigit():
+            words[-1] += f":{word}"
+        else:
+            words.append(_SIZE_WORDS.get(word, word))
+    label = " ".join(words)
+    label = label[:1].upper() + label[1:]
+    if pixels and value in IMAGE_SIZE_PRESETS:
+        width, height = IMAGE_SIZE_PRESETS[value]
+        label += f" ({width} × {height})"
+    return label
 
 
 def duration(seconds):

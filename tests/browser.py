@@ -72,22 +72,55 @@ class Browser:
         for flag in CHROMIUM_FLAGS:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={self.profile}")
+        # The console (driver.get_log("browser")) shows failed loads, such as a missing icon.
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         if not javascript:
             options.add_experimental_option(
                 "prefs", {"profile.managed_default_content_settings.javascript": 2}
             )
         self.driver = webdriver.Chrome(options=options, service=Service(executable_path=driver))
         self.driver.set_page_load_timeout(30)
+        self.size = None
+
+    def viewport(self, width=None, height=None):
+        """Lay pages out in a ``width``×``height`` CSS-pixel viewport (a phone: 390×844);
+        no size: back to the window's own.
+
+        Emulated through DevTools, as a window cannot be made narrower than Chromium's
+        minimum; not as a mobile device, so ``innerWidth`` stays the viewport's width even
+        when a page overflows it (which the layout tests look for).
+        """
+        if width is None:
+            self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+            self.size = None
+        else:
+            self.size = (width, height)
+            self._emulate(width, height)
+
+    def _emulate(self, width, height):
+        self.driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     def screenshot(self, name):
-        """Save a full-page PNG as ``test-artifacts/<name>.png``; returns its path."""
+        """Save a full-page PNG as ``test-artifacts/<name>.png``; returns its path.
+
+        The width is the emulated viewport's (:meth:`viewport`), else 1280 pixels.
+        """
         os.makedirs(ARTIFACTS, exist_ok=True)
         path = os.path.join(ARTIFACTS, f"{name}.png")
         driver = self.driver
         height = driver.execute_script(
             "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
         )
-        driver.set_window_size(1280, min(max(int(height) + 40, 700), 4000))
+        full = min(max(int(height) + 40, 700), 4000)
+        if self.size:
+            self._emulate(self.size[0], full)
+            driver.save_screenshot(path)
+            self._emulate(*self.size)
+            return path
+        driver.set_window_size(1280, full)
         driver.save_screenshot(path)
         driver.set_window_size(1280, 1000)
         return path

@@ -1,6 +1,7 @@
 """Live mode: a browser-side websocket through the bridge to the local runtime's realtime."""
 
 import json
+import re
 
 import pytest
 import websocket
@@ -89,3 +90,40 @@ def test_the_page_never_carries_the_key(tmp_path, monkeypatch, endpoint_id):
     assert page.status_code == 200
     assert TEST_FAL_KEY.encode() not in page.data
     assert TEST_FAL_KEY.split(":")[1].encode() not in page.data
+
+
+def test_big_integers_reach_the_browser_as_strings():
+    from falweb.live import browser_json
+
+    message = {"type": "result", "result": {
+        "seed": 1123118605902879207, "images": [{"width": 512, "height": 512}],
+        "edge": [2**53 - 1, -(2**53 - 1), 2**53, -(2**53)], "nsfw": [True, False], "t": 0.25}}
+    sent = json.loads(browser_json(message))
+    # A JS double would turn the seed into 1123118605902879200; a string keeps its digits.
+    assert sent["result"]["seed"] == "1123118605902879207"
+    assert sent["result"]["images"] == [{"width": 512, "height": 512}]
+    assert sent["result"]["edge"] == [2**53 - 1, -(2**53 - 1), "9007199254740992",
+                                      "-9007199254740992"]
+    assert sent["result"]["nsfw"] == [True, False] and sent["result"]["t"] == 0.25
+
+
+def test_a_big_seed_comes_back_with_every_digit(live_server):
+    ws = connect(live_server)
+    try:
+        # The browser splices the typed digits into its JSON: Python reads them exactly.
+        ws.send('{"prompt": "a lantern", "image_size": "square", "num_inference_steps": 1,'
+                ' "seed": 1123118605902879207}')
+        result = messages_until(ws, "result")[-1]["result"]
+        assert result["seed"] == "1123118605902879207"
+    finally:
+        ws.close()
+
+
+def test_the_page_asks_for_a_prompt_and_needs_javascript(client):
+    page = client.get("/live/fal-ai/fast-lcm-diffusion").text
+    prompt = re.search(r'<textarea id="live-prompt"[^>]*>(.*?)</textarea>', page, re.S)
+    assert prompt[1] == "" and "placeholder=" in prompt[0]  # empty, with a hint
+    assert "<noscript>" in page and "needs JavaScript" in page
+    # The status and the image appear only when live.js runs.
+    for element_id in ("live-status", "live-figure"):
+        assert re.search(rf'<[a-z]+ id="{element_id}"[^>]* hidden>', page), element_id

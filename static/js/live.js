@@ -5,29 +5,46 @@
   if (!form) return;
   var status = document.getElementById("live-status");
   var errors = document.getElementById("live-errors");
+  var figure = document.getElementById("live-figure");
   var image = document.getElementById("live-image");
   var scheme = location.protocol === "https:" ? "wss://" : "ws://";
   var socket = null;
   var timer = null;
 
+  // The page hides what only works with this script (the status, the image).
+  status.hidden = false;
+  figure.hidden = false;
+
+  // The input as JSON text. A seed is written as the digits typed, not through a JS number:
+  // seeds go up to 2**64 - 1 and a double rounds anything past 2**53 (…207 becomes …200).
   function input() {
     var data = { prompt: form.prompt.value, image_size: "square", num_inference_steps: 4 };
-    // Seeds are whole numbers well inside JavaScript's safe range here (the input caps them).
-    if (form.seed.value !== "") data.seed = parseInt(form.seed.value, 10);
-    return data;
+    var seed = form.seed.value.trim();
+    if (/^-?\d+$/.test(seed)) {
+      seed = seed.replace(/^(-?)0+(?=\d)/, "$1");  // JSON allows no leading zeros
+      return JSON.stringify(data).replace(/}$/, ',"seed":' + seed + "}");
+    }
+    if (seed !== "") data.seed = seed;  // not a number: the server says what is wrong
+    return JSON.stringify(data);
   }
 
   function send() {
+    if (!form.prompt.value.trim()) {
+      status.textContent = "Type a prompt to see an image";
+      return;
+    }
     if (!socket || socket.readyState !== WebSocket.OPEN) return connect();
     status.textContent = "Generating…";
-    socket.send(JSON.stringify(input()));
+    socket.send(input());
   }
 
   function connect() {
+    if (socket) return;  // still connecting: onopen sends the newest input
     socket = new WebSocket(scheme + location.host + form.dataset.socket);
     socket.onopen = function () { status.textContent = "Connected"; send(); };
     socket.onclose = function () { status.textContent = "Disconnected — edit to reconnect"; socket = null; };
     socket.onmessage = function (event) {
+      // The server sends integers past 2**53 (seeds) as strings, so parsing keeps their digits.
       var message = JSON.parse(event.data);
       if (message.type === "result") {
         errors.textContent = "";
