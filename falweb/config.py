@@ -36,6 +36,10 @@ DEFAULTS = {
     "FALWEB_LOCAL_MAX_REQUEST_BYTES": 64 * 1024 * 1024,
     # Largest input file the local runtime fetches from a public http(s) URL, in bytes.
     "FALWEB_LOCAL_MAX_FETCH_BYTES": 20 * 1024 * 1024,
+    # Most pixels an input image may have (checked from its header; also Pillow's MAX_IMAGE_PIXELS).
+    "FALWEB_LOCAL_MAX_INPUT_PIXELS": 4096 * 4096,
+    # Most output pixels one request may ask for: width × height × num_images.
+    "FALWEB_LOCAL_MAX_OUTPUT_PIXELS": 2048 * 2048 * 8,
     # Longest lifetime, in seconds, of a token issued by the local runtime's /tokens/.
     "FALWEB_LOCAL_MAX_TOKEN_SECONDS": 3600,
     # Folder for the SQLite queue, history, uploads and keys; default: Flask's instance folder.

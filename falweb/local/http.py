@@ -1,4 +1,9 @@
-"""Helpers the runtime's HTTP layer shares: endpoint ids, JSON bodies, validation, URLs."""
+"""Helpers the runtime's HTTP layer shares: endpoint ids, JSON bodies, validation, URLs.
+
+Whatever a caller sends is a fal-shaped 4xx when it cannot be used, never a 500: JSON nested
+too deep (the parser would run out of stack), text that is not Unicode (a lone surrogate
+escape, which no UTF-8 encoder downstream takes), a body the server cannot read.
+"""
 
 import json
 
@@ -50,13 +55,46 @@ def find_endpoint(endpoint_id):
     return endpoint
 
 
+#: Deepest nesting of a JSON body or input; fal's inputs are a few levels deep (loras[0].path).
+MAX_JSON_DEPTH = 32
+TOO_DEEP = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+_NOT_UNICODE = "text is not valid Unicode (a lone surrogate such as \\ud800)"
+
+
+def _body_read_errors():
+    # What a WSGI server raises while reading a body it cannot make sense of (malformed
+    # chunked encoding, a client gone mid-body): Werkzeug an OSError, gunicorn its own.
+    types = [OSError]
+    try:
+        from gunicorn.http.errors import ParseException
+    except ImportError:
+        pass
+    else:
+        types.append(ParseException)
+    return tuple(types)
+
+
+BODY_READ_ERRORS = _body_read_errors()
+
+
+def read_body(size=-1):
+    """Up to ``size`` bytes of the request body; 400 when the server cannot read it."""
+    try:
+        return request.stream.read(size)
+    except BODY_READ_ERRORS:
+        raise errors.detail(400, "Malformed request body (bad chunked encoding, or the "
+                                 "client stopped sending)") from None
+
+
 def json_body(allow_empty=True):
     """The request body as JSON (empty → ``{}``); 422 in fal's shape when it is not JSON,
-    413 above FALWEB_LOCAL_MAX_REQUEST_BYTES (inputs carry URLs; big files go to storage)."""
+    nests deeper than MAX_JSON_DEPTH or holds text that is not Unicode; 400 when the body
+    cannot be read; 413 above FALWEB_LOCAL_MAX_REQUEST_BYTES (inputs carry URLs; big files
+    go to storage)."""
     limit = int(current_app.config["FALWEB_LOCAL_MAX_REQUEST_BYTES"])
     if (request.content_length or 0) > limit:
         raise _too_large(limit)
-    raw = request.stream.read(limit + 1)
+    raw = read_body(limit + 1)
     if len(raw) > limit:
         raise _too_large(limit)
     if not raw.strip():
@@ -64,9 +102,52 @@ def json_body(allow_empty=True):
             return {}
         raise errors.body_error("field required", "value_error.missing")
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
+    except RecursionError:
+        raise errors.body_error(TOO_DEEP, "value_error.jsondecode") from None
     except (ValueError, UnicodeDecodeError):
         raise errors.body_error("Expecting a JSON body", "value_error.jsondecode") from None
+    check_json(data)
+    return data
+
+
+def json_problem(value):
+    """Why parsed JSON cannot be taken, as (loc, msg), or None: nested deeper than
+    MAX_JSON_DEPTH, or a string (or key) that is not Unicode. Walks without recursion."""
+    stack = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if len(path) > MAX_JSON_DEPTH:
+            return (), TOO_DEEP
+        if isinstance(item, str):
+            if not _is_unicode(item):
+                return path, _NOT_UNICODE
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and not _is_unicode(key):
+                    return path, f"a key: {_NOT_UNICODE}"
+                stack.append((child, (*path, key)))
+        elif isinstance(item, list):
+            stack.extend((child, (*path, index)) for index, child in enumerate(item))
+    return None
+
+
+def _is_unicode(text):
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_json(data):
+    """422 in fal's shape, naming where, when :func:`json_problem` finds one."""
+    problem = json_problem(data)
+    if problem is not None:
+        loc, msg = problem
+        raise errors.validation([{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
 
 
 def _too_large(limit):
@@ -88,14 +169,15 @@ def validated_input(endpoint, data):
 
 
 def check_input_files(endpoint, input):
-    """Reject unreadable data URIs and unknown uploaded files before queueing (422)."""
-    from falweb.local.inputs import InputFileError
+    """Before queueing, refuse (422 naming the field) what can be refused without the
+    network: an output above the runtime's pixel limit, unreadable data URIs, unknown
+    uploaded files, files that are not images or have too many pixels."""
+    from falweb.local.engines import InvalidInput
 
     try:
-        runtime().input_files(endpoint, input, base_url(), allow_fetch=False)
-    except InputFileError as exc:
-        field, reason = exc.args
-        raise errors.validation([{"loc": ["body", field], "msg": reason,
+        runtime().check_input(endpoint, input, base_url(), allow_fetch=False)
+    except InvalidInput as exc:
+        raise errors.validation([{"loc": ["body", exc.field], "msg": exc.message,
                                   "type": "value_error"}]) from None
 
 

@@ -2,8 +2,9 @@
 
 States are fal's three: IN_QUEUE → IN_PROGRESS → COMPLETED. A failed or cancelled job is
 COMPLETED with ``error``/``error_type``, and its result answers with the error, as fal does.
-A worker claims a job with a lease it renews at every step; a job whose lease ran out (its
-worker died) goes to the next worker. Completing checks the lease, so a job completes once.
+A worker claims a job with a lease that its runtime renews while the job runs (at every
+step, and by a heartbeat in between); a job whose lease ran out (its worker died) goes to
+the next worker. Completing checks the lease, so a job completes once.
 """
 
 import json
@@ -249,6 +250,21 @@ class JobQueue:
             if message is not None:
                 self._append_log(conn, request_id, message, level)
             return True, bool(row["cancel_requested"])
+
+    def renew(self, held):
+        """Extend the leases of ``held`` ((request_id, worker_id) pairs) that are still
+        those workers' own, in one transaction; returns how many were."""
+        expires = time.time() + self.lease_seconds
+        renewed = 0
+        with self.db.transaction() as conn:
+            for request_id, worker_id in held:
+                cur = conn.execute(
+                    "UPDATE jobs SET lease_expires = ?"
+                    " WHERE request_id = ? AND lease_owner = ? AND status = ?",
+                    (expires, request_id, worker_id, IN_PROGRESS),
+                )
+                renewed += cur.rowcount
+        return renewed
 
     def release(self, request_id, worker_id):
         """Put a job this worker holds back in the queue (its worker is stopping)."""

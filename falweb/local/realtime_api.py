@@ -20,6 +20,7 @@ from marshmallow import ValidationError
 
 from falweb.local.http import app_alias
 from falweb.local.http import base_url
+from falweb.local.http import json_problem
 from falweb.local.http import runtime
 
 bp = Blueprint("realtime", __name__, url_prefix="/run")
@@ -102,11 +103,18 @@ def realtime(ws, endpoint_id):
             last_input = time.monotonic()
             try:
                 data = _decode(frame)
+                problem = json_problem(data)
+                if problem is not None:
+                    loc, msg = problem
+                    _error(ws, "VALIDATION_ERROR", json.dumps(
+                        [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}]))
+                    continue
                 input = load_input(endpoint, data if isinstance(data, dict) else {"": data})
             except ValidationError as exc:
                 _error(ws, "VALIDATION_ERROR", json.dumps(fal_detail(exc.messages)))
                 continue
-            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            except (ValueError, RecursionError, msgpack.ExtraData, msgpack.FormatError,
+                    msgpack.StackError):
                 _error(ws, "INVALID_INPUT",
                        "Frames must be msgpack (binary) or JSON (text) objects")
                 continue

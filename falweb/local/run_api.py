@@ -18,6 +18,7 @@ from flask import stream_with_context
 
 from falweb.local.http import base_url
 from falweb.local.http import check_input_files
+from falweb.local.http import check_json
 from falweb.local.http import find_endpoint
 from falweb.local.http import json_body
 from falweb.local.http import runtime
@@ -37,8 +38,9 @@ def _query_input():
             continue
         try:
             data[key] = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             data[key] = value
+    check_json(data)
     return data
 
 

@@ -1,4 +1,9 @@
-"""The local runtime's services wired together, and the worker threads that run jobs."""
+"""The local runtime's services wired together, and the worker threads that run jobs.
+
+A running job keeps its lease through a heartbeat (one thread for the whole runtime), not
+only at each engine step: encoding and storing the outputs, or a long first model load,
+can take longer than the lease, and another worker must not start the job again meanwhile.
+"""
 
 import atexit
 import logging
@@ -7,12 +12,16 @@ import threading
 import time
 import uuid
 
+from PIL import Image
+
 from falweb.local.db import Database
 from falweb.local.delivery import Deliveries
 from falweb.local.engines import Cancelled
 from falweb.local.engines import EngineContext
+from falweb.local.engines import InvalidInput
 from falweb.local.engines import get_engine
 from falweb.local.inputs import InputFileError
+from falweb.local.inputs import check_image
 from falweb.local.inputs import read_input_file
 from falweb.local.queue import CANCELLED_ERROR
 from falweb.local.queue import CANCELLED_ERROR_TYPE
@@ -54,9 +63,19 @@ class Runtime:
         self.webhook_key = WebhookKey(folder)
         self.deliveries = Deliveries(self.db, self.webhook_key)
         self.max_fetch_bytes = int(config["FALWEB_LOCAL_MAX_FETCH_BYTES"])
+        self.max_input_pixels = int(config["FALWEB_LOCAL_MAX_INPUT_PIXELS"])
+        self.max_output_pixels = int(config["FALWEB_LOCAL_MAX_OUTPUT_PIXELS"])
+        # Pillow's own guard, process-wide, at the same limit: whatever decodes an image
+        # here (an engine, a GIF's later frame) refuses one far above it.
+        Image.MAX_IMAGE_PIXELS = self.max_input_pixels
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads = []
+        # Jobs this runtime's workers are running: request_id → worker_id, for the heartbeat.
+        self._held = {}
+        self._held_lock = threading.Lock()
+        self._keeper_stop = threading.Event()
+        self._keeper = None
         self.started_at = time.time()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -69,6 +88,9 @@ class Runtime:
             self._spawn(self._work, f"falweb-local-worker-{len(self._threads)}-{n}")
         if first:
             self._spawn(lambda: self.deliveries.run(self._stop), "falweb-local-webhooks")
+            self._keeper = threading.Thread(target=self._keep_leases, daemon=True,
+                                            name="falweb-local-leases")
+            self._keeper.start()
             # On a normal exit (gunicorn restarting a worker, Ctrl-C) running jobs go back
             # to the queue at once instead of waiting for their lease to expire.
             atexit.register(self.close)
@@ -87,6 +109,10 @@ class Runtime:
         atexit.unregister(self.close)
         for thread in self._threads:
             thread.join(timeout=10)
+        # Only now: a job still finishing while the workers stop keeps its lease meanwhile.
+        self._keeper_stop.set()
+        if self._keeper is not None:
+            self._keeper.join(timeout=10)
         self.db.close()
 
     def wake(self):
@@ -119,7 +145,30 @@ class Runtime:
             except Exception:
                 log.exception("job %s failed in the worker", job.request_id)
 
+    def _keep_leases(self):
+        """Renew the lease of every job held here, every third of a lease, until closed."""
+        interval = self.queue.lease_seconds / 3
+        while not self._keeper_stop.wait(interval):
+            with self._held_lock:
+                held = list(self._held.items())
+            if not held:
+                continue
+            try:
+                self.queue.renew(held)
+            except Exception:
+                log.exception("renewing the leases of running jobs failed")
+
     def run_job(self, job, worker_id):
+        """Run a claimed job to its end, keeping its lease all along."""
+        with self._held_lock:
+            self._held[job.request_id] = worker_id
+        try:
+            self._run_job(job, worker_id)
+        finally:
+            with self._held_lock:
+                self._held.pop(job.request_id, None)
+
+    def _run_job(self, job, worker_id):
         from falweb.schemas import get_endpoint
 
         endpoint = get_endpoint(job.endpoint_id)
@@ -153,13 +202,15 @@ class Runtime:
             self.deliveries.enqueue(job)
 
     def execute(self, endpoint, input, base_url, log_line, progress):
-        """Run ``input`` on the engine: (result, http status, error, error_type)."""
+        """Run ``input`` on the engine: (result, http status, error, error_type).
+
+        An input that fails its checks here (a fetched file that is not an image) or in the
+        engine is fal's 422 naming the field, with error_type ``validation_error``.
+        """
         try:
-            files = self.input_files(endpoint, input, base_url)
-        except InputFileError as exc:
-            field, reason = exc.args
-            detail = [{"loc": ["body", field], "msg": reason, "type": "value_error"}]
-            return {"detail": detail}, 422, f"Invalid input: {field}", "validation_error"
+            files = self.check_input(endpoint, input, base_url)
+        except InvalidInput as exc:
+            return _invalid(exc)
 
         def save(data, content_type, file_name):
             file_id, name = self.storage.save(data, content_type, file_name)
@@ -168,6 +219,8 @@ class Runtime:
         ctx = EngineContext(endpoint, log=log_line, progress=progress, save=save, files=files)
         try:
             return self.engine.run(input, ctx), 200, None, None
+        except InvalidInput as exc:
+            return _invalid(exc)
         except Cancelled:
             return {"detail": CANCELLED_ERROR}, 400, CANCELLED_ERROR, CANCELLED_ERROR_TYPE
         except Interrupted:
@@ -177,17 +230,54 @@ class Runtime:
             detail = f"Internal error in the {self.engine.name} engine: {type(exc).__name__}"
             return {"detail": detail}, 500, detail, "internal_error"
 
+    def check_input(self, endpoint, input, base_url, allow_fetch=True):
+        """The bytes of the file inputs by field, once the request is checked against this
+        runtime's limits; :class:`InvalidInput` naming the field otherwise.
+
+        ``allow_fetch=False`` (at submit) checks what needs no network: the output size,
+        data URIs and this runtime's own files; public URLs are fetched and checked when the
+        job runs.
+        """
+        self.check_output_size(input)
+        return self.input_files(endpoint, input, base_url, allow_fetch)
+
+    def check_output_size(self, input):
+        """Bound what one request makes: width × height × num_images output pixels."""
+        from falweb.schemas import resolve_image_size
+
+        width, height = resolve_image_size(input.get("image_size") or "square")
+        count = int(input.get("num_images") or 1)
+        limit = self.max_output_pixels
+        if width * height > limit:
+            raise InvalidInput("image_size", f"{width}x{height} is larger than the {limit} "
+                                             "output pixels allowed per request")
+        if width * height * count > limit:
+            raise InvalidInput("num_images", f"{count} images of {width}x{height} are "
+                                             f"{width * height * count} pixels, more than "
+                                             f"the {limit} allowed per request")
+
     def input_files(self, endpoint, input, base_url, allow_fetch=True):
+        """The bytes of each file input, by field. Every file input of the served endpoints
+        is an image: each is checked from its header before any pixel is decoded."""
         files = {}
         for field in endpoint.file_fields:
             value = input.get(field)
             if not value:
                 continue
             try:
-                data = read_input_file(value, storage=self.storage, base_url=base_url,
+                read = read_input_file(value, storage=self.storage, base_url=base_url,
                                        limit=self.max_fetch_bytes, allow_fetch=allow_fetch)
+                if read is None:
+                    continue
+                data, content_type = read
+                check_image(data, content_type, self.max_input_pixels)
             except InputFileError as exc:
-                raise InputFileError(field, str(exc)) from None
-            if data is not None:
-                files[field] = data
+                raise InvalidInput(field, str(exc)) from None
+            files[field] = data
         return files
+
+
+def _invalid(exc):
+    """The stored answer of a request whose input ``exc`` refused: fal's 422."""
+    detail = [{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}]
+    return {"detail": detail}, 422, f"Invalid input: {exc.field}", "validation_error"

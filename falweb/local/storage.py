@@ -130,9 +130,13 @@ class Storage:
         numbers = []
         for part in parts:
             try:
-                numbers.append((int(part["partNumber"]), str(part.get("etag", ""))))
-            except (KeyError, TypeError, ValueError):
+                number, etag = int(part["partNumber"]), str(part.get("etag", ""))
+            except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+                # OverflowError: a JSON number too big for a float arrives as infinity.
                 raise StorageError("Each part needs partNumber and etag") from None
+            if not 1 <= number <= PART_LIMIT:
+                raise StorageError(f"partNumber must be between 1 and {PART_LIMIT}")
+            numbers.append((number, etag))
         if not numbers:
             raise StorageError("No parts to complete")
         total = 0

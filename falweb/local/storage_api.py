@@ -18,6 +18,7 @@ from flask import send_file
 from falweb.local import errors
 from falweb.local.http import base_url
 from falweb.local.http import json_body
+from falweb.local.http import read_body
 from falweb.local.http import runtime
 from falweb.local.storage import StorageError
 from falweb.local.tokens import TokenError
@@ -35,8 +36,7 @@ def _storage_error(exc):
 
 
 def _body_chunks():
-    stream = request.stream
-    while chunk := stream.read(CHUNK):
+    while chunk := read_body(CHUNK):
         yield chunk
 
 

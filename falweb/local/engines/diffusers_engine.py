@@ -18,13 +18,11 @@ files or folders (no URLs, no pickles); they are unloaded after each request.
 """
 
 import importlib.util
-import io
 import math
 import os
 import threading
 import time
 
-from PIL import Image
 from PIL import ImageOps
 
 from falweb.local.engines.outputs import common_inputs
@@ -199,9 +197,8 @@ class DiffusersEngine:
             else:  # diffusers 0.42 reaches for text_model, gone from transformers 5's CLIP
                 ctx.log("clip_skip ignored: this diffusers/transformers pair cannot apply it",
                         "WARN")
-        if "image_url" in ctx.files:
-            init = Image.open(io.BytesIO(ctx.files["image_url"]))
-            init.load()
+        init = ctx.image("image_url")
+        if init is not None:
             kwargs["image"] = ImageOps.fit(init.convert("RGB"), (width, height))
             strength = float(input.get("strength", 0.95))
             if strength <= 0:

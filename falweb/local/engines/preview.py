@@ -10,7 +10,6 @@ interfaces can exercise their NSFW handling offline.
 
 import colorsys
 import hashlib
-import io
 import random
 import textwrap
 import time
@@ -87,10 +86,10 @@ class PreviewEngine:
     def run(self, input, ctx):
         endpoint = ctx.endpoint
         prompt, (width, height), steps, count, seed, fmt = common_inputs(input, endpoint)
-        init = None
-        if "image_url" in ctx.files:
-            init = Image.open(io.BytesIO(ctx.files["image_url"]))
-            init.load()
+        init = ctx.image("image_url")
+        if init is not None:
+            # Fitted once, not once per image; the full-size decoded input is let go.
+            init = ImageOps.fit(init.convert("RGB"), (width, height))
         ctx.log(f"Preview engine: synthetic images for {endpoint.endpoint_id} "
                 f"({width}x{height}, {count} image(s), {steps} steps)")
         started = time.perf_counter()
