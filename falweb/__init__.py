@@ -63,8 +63,10 @@ def create_app(test_config=None):
     Config layers, lowest first: :data:`falweb.config.DEFAULTS`, ``instance/config.py``,
     ``FALWEB_*`` / ``FAL_KEY*`` environment, ``test_config``.
     """
+    from falweb.proxy import DEFAULTS as PROXY_DEFAULTS
+
     test_config = dict(test_config or {})
-    env = settings.from_environ()
+    env = settings.from_environ(defaults=PROXY_DEFAULTS)
     instance_path = (
         test_config.get("FALWEB_INSTANCE_PATH") or env.get("FALWEB_INSTANCE_PATH") or None
     )
@@ -86,6 +88,7 @@ def create_app(test_config=None):
         app.config["SECRET_KEY"] = app.config["FALWEB_SECRET_KEY"] or _secret_key(app.instance_path)
     _configure_logging(app.config["FALWEB_LOG_LEVEL"])
 
+    from falweb import auth
     from falweb import backend
     from falweb import downloads
     from falweb import health
@@ -95,13 +98,16 @@ def create_app(test_config=None):
     from falweb import pages
     from falweb import webhooks
     from falweb.proxy import FalProxy
+    from falweb.proxy_access import init_proxy_access
 
+    auth.init_app(app)
     backend.init_app(app)
     app.register_blueprint(health.bp)
     history.init_app(app)
     history_sync.init_app(app)
     # The proxy forwards to this app's backend: fal, or the local runtime.
-    FalProxy(app, hosts=backend.hosts, mounts=lambda: backend.mounts(app))
+    proxy = FalProxy(app, hosts=backend.hosts, mounts=lambda: backend.mounts(app))
+    init_proxy_access(proxy)
     for part in (pages, downloads, webhooks, live):
         part.init_app(app)
     return app

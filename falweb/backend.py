@@ -44,7 +44,33 @@ def init_app(app):
         | {"FALWEB_INSTANCE_PATH": app.instance_path}
     )
     ext["local_app"] = local_app
-    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {LOCAL_MOUNT: local_app})
+    # From outside, the runtime's API answers only the app's users (its file URLs stay open
+    # capability links); the app's own in-process calls go to local_app directly.
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {LOCAL_MOUNT: _Guarded(app, local_app)})
+
+
+class _Guarded:
+    """The embedded runtime behind the app's access control (:func:`falweb.auth.identify`)."""
+
+    def __init__(self, app, local):
+        self.app = app
+        self.local = local
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        open_file = method in ("GET", "HEAD") and path.startswith("/cdn/files/")
+        if not open_file and method != "OPTIONS":
+            from falweb import auth
+
+            with self.app.request_context(dict(environ)):
+                user = auth.identify()
+            if user is None:
+                body = b'{"detail": "Unauthorized: log in to the app or send an API token"}'
+                start_response("401 Unauthorized", [("Content-Type", "application/json"),
+                                                    ("Content-Length", str(len(body)))])
+                return [body]
+        return self.local(environ, start_response)
 
 
 def local_app(app=None):

@@ -120,6 +120,10 @@ def build_parser():
     generate.add_argument("--out", default=".",
                           help="folder for the downloaded images (default: the current one)")
     generate.set_defaults(func=_generate)
+
+    from falweb.users_cli import add_parser as add_users_parser
+
+    add_users_parser(sub)
     return parser
 
 

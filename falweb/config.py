@@ -69,6 +69,17 @@ DEFAULTS = {
     "FALWEB_WEBHOOK_MAX_BYTES": 32 * 1024 * 1024,
     # Largest form post the pages read (file uploads included), in bytes (413 above).
     "FALWEB_FORM_MAX_BYTES": 64 * 1024 * 1024,
+    # Who may use the app: "password", "header", "none", or "" (auto: password once a user
+    # or FALWEB_PASSWORD exists, else open to this machine only). See falweb/auth.py.
+    "FALWEB_AUTH": "",
+    # One password for the one-person case: log in as "admin" with it (password mode).
+    "FALWEB_PASSWORD": "",
+    # header mode: the request header in which the reverse proxy names the user.
+    "FALWEB_AUTH_HEADER": "X-Forwarded-User",
+    # header mode: addresses (IPs or CIDRs, comma-separated) whose user header is believed.
+    "FALWEB_TRUSTED_PROXIES": "",
+    # header mode: user names that are admins (see and manage every request), comma-separated.
+    "FALWEB_ADMIN_USERS": "",
     # Requests per history page.
     "FALWEB_HISTORY_PER_PAGE": 20,
     # Poll the backend for unfinished history rows after a restart (in the background).
@@ -86,16 +97,25 @@ def _parse(raw, default):
         return int(raw)
     if isinstance(default, float):
         return float(raw)
-    if isinstance(default, (list, dict)):
-        return json.loads(raw)
+    if isinstance(default, (list, tuple, dict)):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            # A plain comma-separated list reads as one, as people write it in a shell.
+            if isinstance(default, dict):
+                raise
+            return [item.strip() for item in raw.split(",") if item.strip()]
+    if default is None:
+        return None if raw.strip().lower() in ("", "none", "null") else raw
     return raw
 
 
-def from_environ(environ=None):
-    """Return the settings that the environment overrides, parsed to their defaults' types."""
+def from_environ(environ=None, defaults=None):
+    """Return the settings that the environment overrides, parsed to their defaults' types
+    (``defaults``: more keys to read, such as the proxy's ``FAL_PROXY_*``)."""
     environ = os.environ if environ is None else environ
     found = {}
-    for key, default in DEFAULTS.items():
+    for key, default in (DEFAULTS | dict(defaults or {})).items():
         if key in environ:
             try:
                 found[key] = _parse(environ[key], default)

@@ -18,6 +18,7 @@ from flask import current_app
 from flask import redirect
 from flask import stream_with_context
 
+from falweb import auth
 from falweb import backend
 from falweb import history
 from falweb.client.outputs import output_file_name
@@ -51,6 +52,8 @@ def image(request_id, index):
     :raise 404: unknown request, no such image, or the image is gone upstream.
     """
     row = history.get(request_id)
+    if row is not None and not auth.can_access(row["owner"]):
+        row = None
     images = (row or {}).get("result") or {}
     images = images.get("images") if isinstance(images, dict) else None
     if not isinstance(images, list) or not 0 <= index < len(images):

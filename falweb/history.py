@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS request (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     finished REAL,
-    synthetic INTEGER NOT NULL DEFAULT 0
+    synthetic INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS request_created ON request (created DESC);
 CREATE TABLE IF NOT EXISTS held_webhook (
@@ -120,6 +121,10 @@ def init_db(app=None):
         if "synthetic" not in columns:
             db.execute("ALTER TABLE request ADD COLUMN synthetic INTEGER NOT NULL DEFAULT 0")
             db.execute("UPDATE request SET synthetic = 1 WHERE backend = 'local'")
+        if "owner" not in columns:
+            # Rows from before access control belong to nobody: admins see them.
+            db.execute("ALTER TABLE request ADD COLUMN owner TEXT")
+        db.execute("CREATE INDEX IF NOT EXISTS request_owner ON request (owner, created DESC)")
         db.commit()
     finally:
         db.close()
@@ -148,11 +153,13 @@ def _thumbnail(result):
     return url
 
 
-def add(request_id, endpoint_id, input, backend, status="IN_QUEUE", db=None, synthetic=False):
+def add(request_id, endpoint_id, input, backend, status="IN_QUEUE", db=None, synthetic=False,
+        owner=None):
     """Record a newly submitted request; a repeated id keeps its row.
 
     Returns the body of a webhook held for this request (it came first), now taken, or
-    None. ``synthetic``: its images will be the preview engine's drawings.
+    None. ``synthetic``: its images will be the preview engine's drawings; ``owner``: the
+    user who made it (None: only admins see it).
     """
     db = db or get_db()
     now = time.time()
@@ -162,11 +169,11 @@ def add(request_id, endpoint_id, input, backend, status="IN_QUEUE", db=None, syn
     with _immediate(db):
         db.execute(
             "INSERT INTO request (request_id, endpoint_id, backend, input, status, prompt,"
-            " created, updated, synthetic) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " created, updated, synthetic, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (request_id) DO UPDATE SET endpoint_id = excluded.endpoint_id,"
             " input = excluded.input, prompt = excluded.prompt",
             (request_id, endpoint_id, backend, json.dumps(input), status, prompt, now, now,
-             int(bool(synthetic))),
+             int(bool(synthetic)), owner),
         )
         held = db.execute("DELETE FROM held_webhook WHERE request_id = ? RETURNING body",
                           (request_id,)).fetchone()
@@ -274,16 +281,18 @@ def delete(request_id, db=None):
     return bool(deleted)
 
 
-def page(number, per_page, db=None):
-    """Rows of page ``number`` (1-based), newest first, and the total number of rows."""
+def page(number, per_page, db=None, owner=None):
+    """Rows of page ``number`` (1-based), newest first, and the total number of rows;
+    only ``owner``'s when given."""
     db = db or get_db()
-    total = db.execute("SELECT COUNT(*) FROM request").fetchone()[0]
+    where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
+    total = db.execute(f"SELECT COUNT(*) FROM request {where}", args).fetchone()[0]
     # Past the last page (or past SQLite's 64-bit OFFSET): nothing, not an OverflowError.
     if number > total // max(per_page, 1) + 1:
         return [], total
     rows = db.execute(
-        "SELECT * FROM request ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?",
-        (per_page, (max(number, 1) - 1) * per_page),
+        f"SELECT * FROM request {where} ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?",
+        (*args, per_page, (max(number, 1) - 1) * per_page),
     ).fetchall()
     return [_decode(row) for row in rows], total
 

@@ -22,13 +22,14 @@ from flask import render_template
 from flask import request
 from flask import url_for
 from flask_wtf.csrf import CSRFError
-from flask_wtf.csrf import CSRFProtect
 from marshmallow import ValidationError
 from PIL import Image
 from PIL import UnidentifiedImageError
 from werkzeug.exceptions import NotFound
 
+from falweb import auth
 from falweb import backend
+from falweb import csrf as falweb_csrf
 from falweb import history
 from falweb import history_sync
 from falweb import htmx
@@ -51,14 +52,10 @@ from falweb.schemas.forms import values_from_input
 bp = Blueprint("pages", __name__)
 # Form submission tokens: what secrets.token_urlsafe() makes, nothing a caller could abuse.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
-csrf = CSRFProtect()
 
 def init_app(app):
     """Register the pages blueprint, CSRF protection and the error pages."""
-    # Check CSRF only where this blueprint asks for it (bp.before_request): the proxy and
-    # other JSON blueprints, registered before or after this one, stay unchecked.
-    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)
-    csrf.init_app(app)
+    falweb_csrf.init_app(app)
     app.register_blueprint(bp)
     app.register_error_handler(CSRFError, _csrf_error)
     presentation.init_app(app)
@@ -69,8 +66,7 @@ def _protect():
     # A form post is at most this big, checked before the body is read (the proxy, which
     # streams uploads of any size, is another blueprint).
     request.max_content_length = current_app.config["FALWEB_FORM_MAX_BYTES"]
-    if current_app.config.get("WTF_CSRF_ENABLED", True):
-        csrf.protect()
+    falweb_csrf.protect()
 
 
 @bp.app_context_processor
@@ -127,7 +123,7 @@ def _render_form(endpoint, fields, values, errors=None, upstream_error=None, sta
 @bp.get("/")
 def catalog():
     """The catalog: every endpoint with its title and description, and the backend in use."""
-    recent, _ = history.page(1, 8)
+    recent, _ = history.page(1, 8, owner=auth.owner_filter())
     return render_template(
         "pages/catalog.html",
         endpoints=list(CATALOG.values()),
@@ -148,7 +144,8 @@ def form(endpoint_id):
     source = request.args.get("from")
     if source:
         row = history.get(source)
-        if row is not None and get_endpoint(row["endpoint_id"]) is endpoint:
+        if row is not None and auth.can_access(row["owner"]) \
+                and get_endpoint(row["endpoint_id"]) is endpoint:
             data = row["input"]
     return _render_form(endpoint, fields, values_from_input(fields, data))
 
@@ -279,6 +276,7 @@ def _submit(endpoint_id, input):
         backend=current_app.config["FALWEB_BACKEND"],
         status="IN_QUEUE",
         synthetic=backend.describe()["synthetic"],
+        owner=auth.current_user()["name"],
     )
     return handle.request_id
 
@@ -307,7 +305,8 @@ def _describe_error(exc):
 
 def _row_or_404(request_id):
     row = history.get(request_id)
-    if row is None:
+    # Another user's request is not found, rather than forbidden: ids are not to be probed.
+    if row is None or not auth.can_access(row["owner"]):
         abort(404, description="No request with this id in the history.")
     return row
 
@@ -415,7 +414,7 @@ def history_page():
     number = request.args.get("page", 1, type=int)
     if number < 1:
         abort(404)
-    rows, total = history.page(number, per_page)
+    rows, total = history.page(number, per_page, owner=auth.owner_filter())
     pages = max((total + per_page - 1) // per_page, 1)
     if number > pages:
         abort(404)
