@@ -60,7 +60,10 @@ class _Guarded:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         open_file = method in ("GET", "HEAD") and path.startswith("/cdn/files/")
-        if not open_file and method != "OPTIONS":
+        # A stream or realtime socket with a token: the runtime checks the token itself, and
+        # only the app's users can get one (/rest/tokens/ is behind this guard).
+        tokened = "fal_jwt_token=" in environ.get("QUERY_STRING", "")
+        if not (open_file or tokened) and method != "OPTIONS":
             from falweb import auth
 
             with self.app.request_context(dict(environ)):

@@ -21,19 +21,20 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.test import run_wsgi_app
 
 
-class _IterReader(io.RawIOBase):
-    """The WSGI answer's iterable as a raw stream; closing it closes the iterable (which
-    ends a Flask streamed response and runs its teardown).
+class _ChunksReader(io.RawIOBase):
+    """An iterable of byte chunks as a raw stream: a WSGI answer, or a chunked request body.
 
-    Every step of the iterable runs in ``context``, the called app's own copy of the
-    context variables: a streamed Flask response keeps its request context pushed between
-    chunks, and that must not sit on the calling app's context stack meanwhile.
+    ``context``: for a WSGI answer, the called app's own copy of the context variables,
+    in which every step of the iterable runs (a streamed Flask response keeps its request
+    context pushed between chunks, which must not sit on the caller's stack meanwhile).
+    Closing the stream closes the iterable, which ends a streamed response and runs its
+    teardown.
     """
 
-    def __init__(self, iterable, context):
-        self._iterable = iterable
-        self._context = context
-        self._chunks = context.run(iter, iterable)
+    def __init__(self, chunks, context=None):
+        self._iterable = chunks
+        self._run = context.run if context is not None else (lambda f, *a: f(*a))
+        self._chunks = self._run(iter, chunks)
         self._pending = b""
 
     def readable(self):
@@ -42,9 +43,10 @@ class _IterReader(io.RawIOBase):
     def readinto(self, buffer):
         while not self._pending:
             try:
-                self._pending = self._context.run(next, self._chunks)
+                chunk = self._run(next, self._chunks)
             except StopIteration:
                 return 0
+            self._pending = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
@@ -54,31 +56,8 @@ class _IterReader(io.RawIOBase):
         if not self.closed:
             close = getattr(self._iterable, "close", None)
             if close is not None:
-                self._context.run(close)
+                self._run(close)
         super().close()
-
-
-class _ChunkReader(io.RawIOBase):
-    """A request body given as an iterable of chunks (requests' chunked uploads) as a stream."""
-
-    def __init__(self, chunks):
-        self._chunks = iter(chunks)
-        self._pending = b""
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        while not self._pending:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                return 0
-            self._pending = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
 
 
 def _input_stream(body):
@@ -90,7 +69,7 @@ def _input_stream(body):
         return io.BytesIO(bytes(body)), len(body)
     if hasattr(body, "read"):
         return body, None
-    return io.BufferedReader(_ChunkReader(body)), None
+    return io.BufferedReader(_ChunksReader(body)), None
 
 
 class WSGIAdapter(BaseAdapter):
@@ -142,7 +121,7 @@ class WSGIAdapter(BaseAdapter):
             run_wsgi_app, self.app, environ, buffered=False)
         code, _, reason = status.partition(" ")
         raw = HTTPResponse(
-            body=io.BufferedReader(_IterReader(app_iter, context)),
+            body=io.BufferedReader(_ChunksReader(app_iter, context)),
             headers=HTTPHeaderDict(list(response_headers.items())),
             status=int(code),
             reason=reason,
