@@ -80,6 +80,10 @@ DEFAULTS = {
     "FALWEB_TRUSTED_PROXIES": "",
     # header mode: user names that are admins (see and manage every request), comma-separated.
     "FALWEB_ADMIN_USERS": "",
+    # Live-mode sessions at once per process (each holds a server thread); more get "busy".
+    "FALWEB_LIVE_MAX_SESSIONS": 48,
+    # Seconds a live session may go without input before the server closes it.
+    "FALWEB_LIVE_IDLE_SECONDS": 300.0,
     # Requests per history page.
     "FALWEB_HISTORY_PER_PAGE": 20,
     # Poll the backend for unfinished history rows after a restart (in the background).

@@ -15,7 +15,9 @@ anything that speaks those.
 import base64
 import json
 import logging
+import queue
 import threading
+import time
 from urllib.parse import urlencode
 
 import msgpack
@@ -40,6 +42,9 @@ JS_SAFE_INTEGER = 2**53 - 1
 
 def init_app(app):
     app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": 25})
+    # Live sessions at once in this process: each holds a server thread while it lasts.
+    app.extensions["falweb_live"] = {
+        "sessions": threading.BoundedSemaphore(int(app.config["FALWEB_LIVE_MAX_SESSIONS"]))}
     sock.init_app(app)
     app.register_blueprint(bp)
 
@@ -118,7 +123,7 @@ def _to_browser(opcode, data):
     return {"type": "result", "result": message}
 
 
-def pump(browser, upstream, validate, stop=None):
+def pump(browser, upstream, validate, stop=None, idle_seconds=None):
     """Move frames both ways until either side closes; returns when both loops ended.
 
     ``validate(dict) -> dict`` raises ``ValidationError`` for a bad input, which goes back to
@@ -154,11 +159,18 @@ def pump(browser, upstream, validate, stop=None):
 
     reader = threading.Thread(target=from_upstream, daemon=True, name="live-upstream")
     reader.start()
+    last_input = time.monotonic()
     try:
         while not stop.is_set():
             raw = browser.receive(timeout=RECEIVE_POLL)
             if raw is None:
+                if idle_seconds and time.monotonic() - last_input > idle_seconds:
+                    # An open tab nobody types in must not hold a server thread forever.
+                    browser.send(browser_json({"type": "error", "error": "TIMEOUT",
+                                               "reason": "Closed after a while without input."}))
+                    break
                 continue
+            last_input = time.monotonic()
             try:
                 data = json.loads(raw)
             except ValueError:
@@ -193,7 +205,50 @@ def pump(browser, upstream, validate, stop=None):
         reader.join(timeout=5)
 
 
-def _open_upstream(endpoint_id):
+class InProcessUpstream:
+    """The embedded runtime's realtime endpoint as the pump's upstream socket, without a
+    socket: frames go straight to a :class:`~falweb.local.realtime.RealtimeSession`, so a
+    live session holds no second server thread (DESIGN §10). The pump's upstream reader
+    thread runs the inputs, in :meth:`recv_data`."""
+
+    def __init__(self, session):
+        self._session = session
+        self._inputs = queue.Queue()
+        self._answers = []
+        self._closed = threading.Event()
+
+    def send_binary(self, frame):
+        self._inputs.put(frame)
+
+    def recv_data(self):
+        while not self._answers:
+            frame = self._inputs.get()
+            if frame is None or self._closed.is_set():
+                return websocket.ABNF.OPCODE_CLOSE, b""
+            self._answers = list(self._session.run(frame, self._closed.is_set))
+        answer = self._answers.pop(0)
+        if isinstance(answer, bytes):
+            return websocket.ABNF.OPCODE_BINARY, answer
+        return websocket.ABNF.OPCODE_TEXT, answer.encode()
+
+    def settimeout(self, timeout):
+        pass
+
+    def close(self):
+        self._closed.set()
+        self._inputs.put(None)
+
+
+def _open_upstream(endpoint):
+    runtime = backend.embedded_runtime()
+    if runtime is not None:
+        from falweb.local.realtime import RealtimeSession
+
+        return InProcessUpstream(RealtimeSession(runtime, endpoint, backend.local_base()))
+    return _open_socket(endpoint.endpoint_id)
+
+
+def _open_socket(endpoint_id):
     hosts = backend.hosts()
     with backend.client(on=hosts) as client:
         token = client.realtime.get_temporary_auth_token(endpoint_id)
@@ -206,15 +261,28 @@ def _open_upstream(endpoint_id):
 def socket(ws, endpoint_id):
     """Bridge this browser socket to the endpoint's upstream realtime socket."""
     from falweb.schemas import get_endpoint
-    from falweb.schemas import load_input
 
     endpoint = get_endpoint(endpoint_id)
     if endpoint is None or not endpoint.realtime:
         ws.send(browser_json({"type": "error", "error": "NOT_FOUND",
                               "reason": f"No live mode for {endpoint_id!r}"}))
         return
+    sessions = current_app.extensions["falweb_live"]["sessions"]
+    if not sessions.acquire(blocking=False):
+        ws.send(browser_json({"type": "error", "error": "BUSY",
+                              "reason": "Too many live sessions right now: try again soon."}))
+        return
     try:
-        upstream = _open_upstream(endpoint.endpoint_id)
+        _bridge(ws, endpoint)
+    finally:
+        sessions.release()
+
+
+def _bridge(ws, endpoint):
+    from falweb.schemas import load_input
+
+    try:
+        upstream = _open_upstream(endpoint)
     except Exception as exc:  # never echo details that could carry credentials
         log.warning("live: cannot reach the realtime upstream (%s)", type(exc).__name__)
         ws.send(browser_json({"type": "error", "error": "UPSTREAM_UNAVAILABLE",
@@ -223,4 +291,5 @@ def socket(ws, endpoint_id):
     upstream.settimeout(None)
     # The API path (strict types): live.js sends numbers as numbers (a seed as the digits
     # typed, which Python's json reads exactly however large).
-    pump(ws, upstream, lambda data: load_input(endpoint, data))
+    pump(ws, upstream, lambda data: load_input(endpoint, data),
+         idle_seconds=current_app.config["FALWEB_LIVE_IDLE_SECONDS"])

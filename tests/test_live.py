@@ -2,6 +2,7 @@
 
 import json
 import re
+import threading
 
 import pytest
 import websocket
@@ -127,3 +128,40 @@ def test_the_page_asks_for_a_prompt_and_needs_javascript(client):
     # The status and the image appear only when live.js runs.
     for element_id in ("live-status", "live-figure"):
         assert re.search(rf'<[a-z]+ id="{element_id}"[^>]* hidden>', page), element_id
+
+
+def test_a_live_session_on_the_embedded_runtime_holds_no_second_socket(live_server):
+    ws = connect(live_server)
+    try:
+        ws.send(json.dumps({"prompt": "in process", "num_inference_steps": 1}))
+        messages_until(ws, "result")
+        # The runtime's own realtime route runs a reader thread per socket: none here.
+        names = [thread.name for thread in threading.enumerate()]
+        assert "realtime-reader" not in names
+    finally:
+        ws.close()
+
+
+def test_sessions_past_the_limit_are_told_busy(app, live_server):
+    app.extensions["falweb_live"]["sessions"] = threading.BoundedSemaphore(1)
+    first = connect(live_server)
+    try:
+        first.send(json.dumps({"prompt": "one", "num_inference_steps": 1}))
+        messages_until(first, "result")
+        second = connect(live_server)
+        try:
+            assert json.loads(second.recv())["error"] == "BUSY"
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+def test_an_idle_session_is_closed(app, live_server):
+    app.config["FALWEB_LIVE_IDLE_SECONDS"] = 0.5
+    ws = connect(live_server)
+    try:
+        message = json.loads(ws.recv())
+        assert message["type"] == "error" and message["error"] == "TIMEOUT"
+    finally:
+        ws.close()

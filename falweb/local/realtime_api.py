@@ -12,16 +12,15 @@ import json
 import threading
 import time
 
-import msgpack
 from flask import Blueprint
 from flask import request
 from flask_sock import Sock
-from marshmallow import ValidationError
 
 from falweb.local.http import app_alias
 from falweb.local.http import base_url
-from falweb.local.http import json_problem
 from falweb.local.http import runtime
+from falweb.local.realtime import RealtimeSession
+from falweb.local.realtime import error_frame
 
 bp = Blueprint("realtime", __name__, url_prefix="/run")
 sock = Sock()
@@ -33,28 +32,16 @@ def _send_json(ws, body):
     ws.send(json.dumps(body))
 
 
-def _error(ws, error, reason):
-    _send_json(ws, {"type": "x-fal-error", "error": error, "reason": reason})
-
-
-def _decode(frame):
-    if isinstance(frame, bytes | bytearray):
-        return msgpack.unpackb(frame, raw=False)
-    return json.loads(frame)
-
-
 @sock.route("/<path:endpoint_id>/realtime", bp=bp)
 def realtime(ws, endpoint_id):
     from falweb.local.tokens import TokenError
-    from falweb.schemas import fal_detail
     from falweb.schemas import get_endpoint
-    from falweb.schemas import load_input
 
     rt = runtime()
     # The endpoint first: an id that is not one has no alias to check a token against.
     endpoint = get_endpoint(endpoint_id)
     if endpoint is None or not endpoint.realtime:
-        _error(ws, "NOT_FOUND", f"'{endpoint_id}' has no realtime endpoint here")
+        ws.send(error_frame("NOT_FOUND", f"'{endpoint_id}' has no realtime endpoint here"))
         ws.close(reason=1008, message="Not found")
         return
     token = request.args.get("fal_jwt_token")
@@ -65,7 +52,7 @@ def realtime(ws, endpoint_id):
             _send_json(ws, {"status": "error", "error": "Unauthorized"})
             ws.close(reason=1008, message="Unauthorized")
             return
-    root = base_url()
+    session = RealtimeSession(rt, endpoint, base_url())
     latest = []
     arrived = threading.Condition()
     closed = threading.Event()
@@ -97,36 +84,11 @@ def realtime(ws, endpoint_id):
                 frame = latest.pop() if latest else None
             if frame is None:
                 if time.monotonic() - last_input > IDLE_SECONDS:
-                    _error(ws, "TIMEOUT", "no inputs, reconnect when needed!")
+                    ws.send(error_frame("TIMEOUT", "no inputs, reconnect when needed!"))
                     break
                 continue
             last_input = time.monotonic()
-            try:
-                data = _decode(frame)
-                problem = json_problem(data)
-                if problem is not None:
-                    loc, msg = problem
-                    _error(ws, "VALIDATION_ERROR", json.dumps(
-                        [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}]))
-                    continue
-                input = load_input(endpoint, data if isinstance(data, dict) else {"": data})
-            except ValidationError as exc:
-                _error(ws, "VALIDATION_ERROR", json.dumps(fal_detail(exc.messages)))
-                continue
-            except (ValueError, RecursionError, msgpack.ExtraData, msgpack.FormatError,
-                    msgpack.StackError):
-                _error(ws, "INVALID_INPUT",
-                       "Frames must be msgpack (binary) or JSON (text) objects")
-                continue
-            started = time.perf_counter()
-            result, status, error, _ = rt.execute(endpoint, input, root, lambda *a: None,
-                                                  lambda *a: closed.is_set())
-            if status >= 400:
-                _error(ws, "INTERNAL_ERROR" if status >= 500 else "REQUEST_ERROR",
-                       error or json.dumps(result))
-                continue
-            ws.send(msgpack.packb(result, use_bin_type=True))
-            _send_json(ws, {"type": "x-fal-message", "action": "timings",
-                            "timing": round(time.perf_counter() - started, 4)})
+            for answer in session.run(frame, closed.is_set):
+                ws.send(answer)
     finally:
         closed.set()
