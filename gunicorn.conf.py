@@ -1,9 +1,11 @@
 """gunicorn settings for falweb (read automatically from the working directory).
 
 Threaded workers (gthread): live-mode websockets and SSE relays each hold a thread for as
-long as they last, which the sync worker would kill at ``timeout``. Size threads at about
-twice the expected concurrent live sessions. Override any of these on the command line or
-with GUNICORN_CMD_ARGS.
+long as they last, which the sync worker would kill at ``timeout``; an idle thread costs
+little, so there are many. Live sessions are capped per worker (FALWEB_LIVE_MAX_SESSIONS,
+48) so that they never take every thread, and gunicorn hands slow clients back to its poller
+instead of holding a thread for them. Override any of these on the command line or with
+GUNICORN_CMD_ARGS.
 """
 
 import os
@@ -11,7 +13,7 @@ import os
 bind = os.environ.get("FALWEB_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("FALWEB_GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("FALWEB_GUNICORN_THREADS", "32"))
+threads = int(os.environ.get("FALWEB_GUNICORN_THREADS", "128"))
 timeout = 60
 graceful_timeout = 20
 accesslog = "-"

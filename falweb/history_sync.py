@@ -80,6 +80,9 @@ def refresh(client, row, db=None):
     # Anything but fal's two pending states is final, so a status fal might add (FAILED,
     # CANCELLED) can never make the page poll forever.
     if status.status in history.PENDING:
+        if (status.status, status.queue_position, len(logs)) == (
+                row["status"], row["queue_position"], len(row["logs"])):
+            return row  # nothing new: no write (every open page polls every second)
         history.update(request_id, db=db, status=status.status,
                        queue_position=status.queue_position, logs=logs)
         return history.get(request_id, db=db)
