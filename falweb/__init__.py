@@ -93,6 +93,7 @@ def create_app(test_config=None):
     from falweb import history_sync
     from falweb import live
     from falweb import pages
+    from falweb import security_headers
     from falweb import webhooks
     from falweb.proxy import FalProxy
 
@@ -104,4 +105,5 @@ def create_app(test_config=None):
     FalProxy(app, hosts=backend.hosts, mounts=lambda: backend.mounts(app))
     for part in (pages, downloads, webhooks, live):
         part.init_app(app)
+    security_headers.init_app(app)
     return app
