@@ -96,6 +96,7 @@ def create_app(test_config=None):
     from falweb import history_sync
     from falweb import live
     from falweb import pages
+    from falweb import security_headers
     from falweb import webhooks
     from falweb.proxy import FalProxy
     from falweb.proxy_access import init_proxy_access
@@ -110,4 +111,5 @@ def create_app(test_config=None):
     init_proxy_access(proxy)
     for part in (pages, downloads, webhooks, live):
         part.init_app(app)
+    security_headers.init_app(app)
     return app

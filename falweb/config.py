@@ -88,6 +88,8 @@ DEFAULTS = {
     "FALWEB_HISTORY_PER_PAGE": 20,
     # Poll the backend for unfinished history rows after a restart (in the background).
     "FALWEB_HISTORY_RECONCILE": True,
+    # Content-Security-Policy of every page; empty = falweb's own strict one, "off" = none.
+    "FALWEB_CSP": "",
 }
 
 # fal's own credential variables, kept under fal's names so existing set-ups work unchanged.

@@ -5,6 +5,7 @@ sees of a history row (no network, no writes).
 """
 
 import json
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -31,6 +32,7 @@ def init_app(app):
     app.jinja_env.filters["duration"] = duration
     app.jinja_env.filters["timestamp"] = timestamp
     app.jinja_env.filters["size_label"] = size_label
+    app.jinja_env.filters["safe_url"] = safe_url
 
 
 def pretty_json(value):
@@ -67,6 +69,35 @@ def size_label(value, pixels=False):
         width, height = IMAGE_SIZE_PRESETS[value]
         label += f" ({width} × {height})"
     return label
+
+
+# What browsers drop from a URL before reading its scheme: tabs and newlines anywhere,
+# C0 controls and spaces at either end (so "java\tscript:" is still javascript:).
+_URL_IGNORED = re.compile(r"[\t\n\r]")
+_URL_EDGES = "".join(chr(code) for code in range(0x21))
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+def safe_url(value):
+    """``value`` when a page may put it in ``href``/``src``, else "".
+
+    Results and history come from a backend (or a webhook), not from this app: only
+    http(s) URLs, ``data:image/*`` and this site's own paths pass; ``javascript:``,
+    ``vbscript:``, other ``data:`` and every other scheme become "".
+    """
+    if not isinstance(value, str):
+        return ""
+    url = _URL_IGNORED.sub("", value).strip(_URL_EDGES)
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        # No scheme: a path on this site ("/local/cdn/…"), or "//host/…" on this page's scheme.
+        return url if url.startswith("/") else ""
+    scheme = scheme.group(1).lower()
+    if scheme in ("http", "https"):
+        return url
+    if scheme == "data" and url[5:].lstrip().lower().startswith("image/"):
+        return url
+    return ""
 
 
 def duration(seconds):
@@ -128,7 +159,8 @@ def images(row, result):
         found.append(
             {
                 "index": index,
-                "url": browser_url(image["url"]),
+                # "" for a URL no page may link (javascript:, say): the template says so.
+                "url": safe_url(browser_url(image["url"])),
                 "width": image.get("width"),
                 "height": image.get("height"),
                 "content_type": content_type,
@@ -151,7 +183,10 @@ def browser_url(url):
     """
     if backend.local_app() is None:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[" and the like, from a backend: shown as text only
+        return url
     mount = request.script_root + backend.LOCAL_MOUNT + "/"
     loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
     if parts.scheme in ("http", "https") and parts.path.startswith(mount):
@@ -164,7 +199,9 @@ def history_item(row):
     """A history row as the history list shows it."""
     return {
         **row,
-        "thumbnail_url": browser_url(row["thumbnail_url"]) if row["thumbnail_url"] else None,
+        # An unsafe URL (javascript:, say) shows the status instead of a thumbnail.
+        "thumbnail_url": safe_url(browser_url(row["thumbnail_url"])) or None
+        if row["thumbnail_url"] else None,
         "done": row["status"] in history.TERMINAL,
     }
 

@@ -1,5 +1,6 @@
 """Headless Chromium for the browser tests (Debian's ``chromium`` + ``chromium-driver``)."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -130,3 +131,43 @@ class Browser:
             self.driver.quit()
         finally:
             shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# -- the Content-Security-Policy ------------------------------------------------------------
+
+# An image the policy blocks (img-src allows no plain http from other hosts): loaded on
+# purpose at the end of a check, its report proves that reports reach the app in time.
+CSP_CONTROL = "http://csp-control.invalid/control.png"
+
+
+def csp_console(driver):
+    """Chromium's console lines since the last read that say the policy blocked something."""
+    return [entry["message"] for entry in driver.get_log("browser")
+            if "Content Security Policy" in entry["message"]]
+
+
+def assert_meets_csp(driver, app, base_url, javascript=True, timeout=10):
+    """Nothing the browser did so far broke the app's Content-Security-Policy: no line in
+    the console and no report at ``/csp-report`` (``app.extensions["csp_reports"]``).
+
+    With scripts on, a deliberate violation goes last and its report is awaited, so reports
+    still on their way are counted too. Reads (and so clears) the console log.
+    """
+    from falweb.testing import wait_until
+
+    console = csp_console(driver)
+    counter = app.extensions["csp_reports"]
+    expected = 0
+    if javascript:
+        if not driver.current_url.startswith(base_url):
+            driver.get(base_url + "/")
+        driver.execute_script("new Image().src = arguments[0];", CSP_CONTROL)
+        wait_until(lambda: any("csp-control.invalid" in json.dumps(report)
+                               for report in list(counter.recent)),
+                   timeout=timeout, message="the control violation's report")
+        csp_console(driver)  # the control's own line
+        expected = 1
+    reports = [report for report in list(counter.recent)
+               if "csp-control.invalid" not in json.dumps(report)]
+    assert console == [], console
+    assert counter.count == expected, reports

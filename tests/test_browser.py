@@ -29,6 +29,21 @@ def browser():
     instance.quit()
 
 
+@pytest.fixture(autouse=True)
+def meets_the_csp(request):
+    """After each test here (and in the modules that import this fixture): the pages it
+    used broke the Content-Security-Policy nowhere, neither in Chromium's console nor in a
+    report to the app (see tests/test_browser_csp.py)."""
+    servers = [request.getfixturevalue(name) for name in ("server", "slow_server")
+               if name in request.fixturenames]
+    browsers = [(request.getfixturevalue(name), name == "browser")
+                for name in ("browser", "no_js_browser") if name in request.fixturenames]
+    yield
+    for used in servers:
+        for instance, javascript in browsers:
+            chromium.assert_meets_csp(instance.driver, used.app, used.url, javascript)
+
+
 def serve(tmp_path, step_delay):
     return serve_app(
         {

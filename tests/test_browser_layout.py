@@ -12,6 +12,7 @@ from tests.test_browser import browser  # noqa: F401 -- the shared Chromium fixt
 from tests.test_browser import css
 from tests.test_browser import css_all
 from tests.test_browser import fill
+from tests.test_browser import meets_the_csp  # noqa: F401 -- checks the CSP after each test
 from tests.test_browser import no_js_browser  # noqa: F401 -- the same, scripts off
 from tests.test_browser import server  # noqa: F401 -- the app on a real port
 from tests.test_browser import wait

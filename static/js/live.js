@@ -49,7 +49,8 @@
       if (message.type === "result") {
         errors.textContent = "";
         var first = message.result.images && message.result.images[0];
-        if (first) image.src = first.url;
+        // Only an image's URL goes into src, whatever the upstream sent.
+        if (first && /^(data:image\/|https?:)/i.test(first.url)) image.src = first.url;
         status.textContent = "Seed " + String(message.result.seed);
       } else if (message.type === "timings") {
         status.textContent += " · " + message.timing + " s";
