@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint bench clean test-diffusers
+.PHONY: run test lint bench soak clean test-diffusers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: $(VENV)/.test-deps
 	$(BIN)/python bench/local_queue.py
 	$(BIN)/python bench/proxy.py
 	$(BIN)/python bench/page_weight.py
+
+# 60 s under the README's gunicorn deployment: pollers, live sessions, slow clients.
+soak: $(VENV)/.test-deps
+	$(BIN)/python bench/soak.py --seconds 60
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules

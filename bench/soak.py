@@ -19,6 +19,7 @@ worker's peak RSS. Stops by itself; every request goes to 127.0.0.1.
 import argparse
 import json
 import os
+import random
 import re
 import socket
 import statistics
@@ -97,6 +98,8 @@ def percentiles(samples):
 
 def poller(url, request_id, stop, counts, errors):
     session = requests.Session()
+    # Tabs are opened at different moments: their once-a-second polls do not line up.
+    stop.wait(random.random())
     while not stop.is_set():
         try:
             answer = session.get(f"{url}/requests/{request_id}/status", timeout=30,
@@ -111,6 +114,7 @@ def poller(url, request_id, stop, counts, errors):
 
 
 def live(url, n, stop, counts, errors):
+    stop.wait(random.random() * 2)
     try:
         ws = websocket.create_connection(url.replace("http", "ws")
                                          + "/live/fal-ai/fast-lcm-diffusion/ws", timeout=30)

@@ -128,9 +128,9 @@ def _token_user(header):
     return None
 
 
-def identify(environ=None):
+def identify(environ=None, mode=None):
     """The user of the current request (``{"name", "admin"}``), or None."""
-    mode = mode_of(environ)
+    mode = mode or mode_of(environ)
     if mode == "none":
         return dict(LOCAL_USER)
     if mode == "closed":
@@ -194,14 +194,14 @@ def _wants_json():
 
 def _gate():
     g.auth_mode = mode_of()
-    g.user = identify()
+    g.user = identify(mode=g.auth_mode)
     if request.endpoint in OPEN_ENDPOINTS:
         return None
     if request.headers.get("Upgrade", "").lower() == "websocket" and not _same_origin():
         return _refuse(403, "Forbidden", "this websocket only accepts pages of this site")
     if g.user is not None:
         return None
-    if mode_of() == "closed":
+    if g.auth_mode == "closed":
         return _refuse(403, "Forbidden", "falweb is reachable from other machines without "
                        "access control: see the README's 'Deploying publicly'", page="closed")
     return _refuse(401, "Unauthorized", "log in, or send an API token", page="login")

@@ -13,9 +13,11 @@ the request's status with its logs (one GET); when that fails the webhook's own 
 still finishes the row.
 """
 
+import collections
 import json
 import logging
 import threading
+import time
 
 import click
 from flask import current_app
@@ -60,6 +62,35 @@ def finish(row, *, result=None, error=None, error_type=None, logs=None, db=None)
         history.update(request_id, db=db, status="CANCELLED" if cancelled else "FAILED",
                        error=error, **fields)
     return history.get(request_id, db=db)
+
+
+class RecentChecks:
+    """When each request was last asked about, so that the pages' pollers of one request
+    (every open tab polls every second) share one backend call per ``interval``."""
+
+    def __init__(self, interval, size=10_000):
+        self.interval = interval
+        self.size = size
+        self._seen = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def due(self, request_id):
+        """True when ``request_id`` was not checked within ``interval`` (and now counts as
+        checked); False when a fresh answer is already in the history."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._seen.get(request_id)
+            if last is not None and now - last < self.interval:
+                return False
+            self._seen[request_id] = now
+            self._seen.move_to_end(request_id)
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+            return True
+
+    def forget(self, request_id):
+        with self._lock:
+            self._seen.pop(request_id, None)
 
 
 def refresh(client, row, db=None):
@@ -138,6 +169,11 @@ def add(client, request_id, endpoint_id, input, **row):
         apply_webhook(client, history.get(request_id), parse_webhook(held))
 
 
+def recent_checks(app=None):
+    """The app's :class:`RecentChecks`."""
+    return (app or current_app).extensions["falweb_history_sync"]["checks"]
+
+
 def reconcile(app, hosts=None):
     """Poll every unfinished row once and store the answers (best effort, logs failures).
 
@@ -192,7 +228,8 @@ def reconcile_command():
 
 def init_app(app):
     """Reconcile unfinished rows after the first request; the ``history-reconcile`` command."""
-    app.extensions["falweb_history_sync"] = {"reconcile_started": False,
-                                             "lock": threading.Lock()}
+    app.extensions["falweb_history_sync"] = {
+        "reconcile_started": False, "lock": threading.Lock(),
+        "checks": RecentChecks(float(app.config["FALWEB_POLL_INTERVAL"]))}
     app.cli.add_command(reconcile_command)
     app.before_request(lambda: _reconcile_once(current_app._get_current_object()))

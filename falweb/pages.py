@@ -15,7 +15,6 @@ import time
 from flask import Blueprint
 from flask import abort
 from flask import current_app
-from flask import g
 from flask import make_response
 from flask import redirect
 from flask import render_template
@@ -74,18 +73,9 @@ def _inject():
     return {"backend_info": backend.describe(), "is_htmx": htmx.is_htmx}
 
 
-@bp.teardown_app_request
-def _close_client(exc=None):
-    client = g.pop("fal_client", None)
-    if client is not None:
-        client.close()
-
-
 def get_client():
-    """The fal client for this request: the app's credentials, the backend's hosts."""
-    if "fal_client" not in g:
-        g.fal_client = backend.client()
-    return g.fal_client
+    """The app's fal client: its credentials, the backend's hosts (shared, never closed)."""
+    return backend.shared_client()
 
 
 # -- forms ----------------------------------------------------------------------------------
@@ -311,9 +301,18 @@ def _row_or_404(request_id):
     return row
 
 
-def _poll(row):
-    """Refresh an unfinished row from the backend; returns (row, error to show or None)."""
+def _poll(row, force=False):
+    """Refresh an unfinished row from the backend; returns (row, error to show or None).
+
+    Within ``FALWEB_POLL_INTERVAL`` of the last check of the same request (another tab,
+    another poller) the history's copy is fresh enough and the backend is not asked.
+    """
     if row["status"] in history.TERMINAL:
+        return row, None
+    checks = history_sync.recent_checks()
+    if force:
+        checks.forget(row["request_id"])
+    if not checks.due(row["request_id"]):
         return row, None
     try:
         return history_sync.refresh(get_client(), row), None
@@ -374,7 +373,7 @@ def cancel(request_id):
             poll_error = _describe_error(exc)
         if poll_error is None:
             history.update(request_id, cancel_requested=1)
-            row, poll_error = _poll(history.get(request_id))
+            row, poll_error = _poll(history.get(request_id), force=True)
     if htmx.is_htmx():
         return _status_response(row, poll_error)
     return htmx.redirect(url_for(".request_page", request_id=request_id))

@@ -21,6 +21,9 @@ from werkzeug.security import generate_password_hash
 DB_NAME = "users.sqlite"
 TOKEN_PREFIX = "falweb_"
 
+# How long the answer "is there any user?" is kept (see Users.any).
+ANY_SECONDS = 2.0
+
 MAX_FAILURES = 5
 FAILURE_WINDOW = 15 * 60
 LOCKOUT_SECONDS = 30
@@ -67,6 +70,7 @@ class Users:
 
     def __init__(self, instance_path):
         self.path = os.path.join(instance_path, DB_NAME)
+        self._any = None
         with self._connect() as db:
             db.executescript(SCHEMA)
 
@@ -90,9 +94,11 @@ class Users:
                 " ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash,"
                 " admin = excluded.admin",
                 (name, generate_password_hash(password), int(admin), time.time()))
+        self._any = None
 
     def remove(self, name):
         """Delete a user and their tokens; True when there was one."""
+        self._any = None
         with self._connect() as db:
             return db.execute("DELETE FROM user WHERE name = ?", (name,)).rowcount > 0
 
@@ -110,8 +116,15 @@ class Users:
         return {"name": row["name"], "admin": bool(row["admin"])} if row else None
 
     def any(self):
+        """Whether any user exists; asked on every request (auto mode), so the answer is
+        kept ``ANY_SECONDS`` (another process may add the first user meanwhile)."""
+        cached = self._any
+        if cached is not None and time.monotonic() - cached[1] < ANY_SECONDS:
+            return cached[0]
         with self._connect() as db:
-            return db.execute("SELECT 1 FROM user LIMIT 1").fetchone() is not None
+            found = db.execute("SELECT 1 FROM user LIMIT 1").fetchone() is not None
+        self._any = (found, time.monotonic())
+        return found
 
     def check_password(self, name, password):
         """The user when ``password`` is theirs, else None (the same work either way)."""
