@@ -155,7 +155,7 @@ def csp_report():
     request.max_content_length = MAX_REPORT_BYTES
     try:
         found = _reports(json.loads(request.get_data(cache=False) or b"null"))
-    except ValueError:
+    except (ValueError, RecursionError):
         found = []
     if not found:
         return {"error": "not a CSP violation report"}, 400
