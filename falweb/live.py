@@ -28,6 +28,7 @@ from flask_sock import Sock
 from marshmallow import ValidationError
 
 from falweb import backend
+from falweb import limits
 
 bp = Blueprint("live", __name__, url_prefix="/live")
 sock = Sock()
@@ -118,11 +119,13 @@ def _to_browser(opcode, data):
     return {"type": "result", "result": message}
 
 
-def pump(browser, upstream, validate, stop=None):
+def pump(browser, upstream, validate, stop=None, admit=None):
     """Move frames both ways until either side closes; returns when both loops ended.
 
     ``validate(dict) -> dict`` raises ``ValidationError`` for a bad input, which goes back to
     the browser as ``{"type": "invalid", "errors": {...}}`` and is not sent upstream.
+    ``admit()``, called for each browser message before anything else, returns None to let
+    it through or a message for the browser instead (a rate limit's refusal, say).
     """
     stop = stop or threading.Event()
     lock = threading.Lock()
@@ -158,6 +161,10 @@ def pump(browser, upstream, validate, stop=None):
         while not stop.is_set():
             raw = browser.receive(timeout=RECEIVE_POLL)
             if raw is None:
+                continue
+            refusal = admit() if admit is not None else None
+            if refusal is not None:
+                browser.send(browser_json(refusal))
                 continue
             try:
                 data = json.loads(raw)
@@ -221,6 +228,13 @@ def socket(ws, endpoint_id):
                               "reason": "The realtime backend cannot be reached right now."}))
         return
     upstream.settimeout(None)
+    who = limits.caller()
+
+    def admit():
+        # Each input counts, valid or not; a refused one is dropped and the socket stays open.
+        refusal = limits.hit("live_frames", who=who)
+        return limits.live_message(refusal) if refusal is not None else None
+
     # The API path (strict types): live.js sends numbers as numbers (a seed as the digits
     # typed, which Python's json reads exactly however large).
-    pump(ws, upstream, lambda data: load_input(endpoint, data))
+    pump(ws, upstream, lambda data: load_input(endpoint, data), admit=admit)
