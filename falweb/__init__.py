@@ -94,6 +94,7 @@ def create_app(test_config=None):
     from falweb import health
     from falweb import history
     from falweb import history_sync
+    from falweb import limits
     from falweb import live
     from falweb import pages
     from falweb import security_headers
@@ -102,6 +103,7 @@ def create_app(test_config=None):
     from falweb.proxy_access import init_proxy_access
 
     auth.init_app(app)
+    limits.init_app(app)
     backend.init_app(app)
     app.register_blueprint(health.bp)
     history.init_app(app)

@@ -90,6 +90,22 @@ DEFAULTS = {
     "FALWEB_HISTORY_RECONCILE": True,
     # Content-Security-Policy of every page; empty = falweb's own strict one, "off" = none.
     "FALWEB_CSP": "",
+    # Days a finished request stays in the history before the cleanup deletes it; 0 = forever.
+    "FALWEB_HISTORY_RETENTION_DAYS": 90,
+    # Minutes between background history cleanups (one also runs at start); 0 = no cleanup.
+    "FALWEB_HISTORY_CLEANUP_MINUTES": 60.0,
+    # Rate limits and daily caps in force (the FALWEB_LIMIT_* keys below); false = none.
+    "FALWEB_LIMITS_ENABLED": True,
+    # Limit counters: empty = limits.sqlite in the instance folder, "memory://", "redis://…".
+    "FALWEB_LIMITS_STORAGE_URL": "",
+    # Submits (forms, re-runs, proxy queue submits and runs) per user and per address; "" = none.
+    "FALWEB_LIMIT_SUBMITS": "30/minute;1000/day",
+    # Proxy calls of any kind (status polls included) per user and per address; "" = no limit.
+    "FALWEB_LIMIT_PROXY": "600/minute;50000/day",
+    # Uploads (form files, proxy storage initiates) per user and per address; "" = no limit.
+    "FALWEB_LIMIT_UPLOADS": "60/minute;1000/day",
+    # Inputs sent over live-mode websockets per user and per address; "" = no limit.
+    "FALWEB_LIMIT_LIVE_FRAMES": "10/second;600/minute;20000/day",
 }
 
 # fal's own credential variables, kept under fal's names so existing set-ups work unchanged.

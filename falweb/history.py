@@ -125,6 +125,10 @@ def init_db(app=None):
             # Rows from before access control belong to nobody: admins see them.
             db.execute("ALTER TABLE request ADD COLUMN owner TEXT")
         db.execute("CREATE INDEX IF NOT EXISTS request_owner ON request (owner, created DESC)")
+        # The retention cleanup finds finished rows by when they ended.
+        db.execute("CREATE INDEX IF NOT EXISTS request_ended ON request"
+                   " (COALESCE(finished, updated)) WHERE status IN ('COMPLETED', 'FAILED',"
+                   " 'CANCELLED')")
         db.commit()
     finally:
         db.close()
@@ -311,6 +315,31 @@ def pending_count(db=None):
     db = db or get_db()
     return db.execute("SELECT COUNT(*) FROM request WHERE status IN (?, ?)",
                       PENDING).fetchone()[0]
+
+
+def delete_finished_before(cutoff, limit, db=None):
+    """Delete at most ``limit`` finished rows (``COMPLETED``, ``FAILED``, ``CANCELLED``) that
+    ended before ``cutoff`` (a Unix time), in one short transaction; returns how many.
+    Queued and running rows are never deleted, however old."""
+    db = db or get_db()
+    with _immediate(db):
+        return db.execute(
+            "DELETE FROM request WHERE rowid IN (SELECT rowid FROM request"
+            " WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+            " AND COALESCE(finished, updated) < ? LIMIT ?)", (cutoff, limit)).rowcount
+
+
+def delete_expired_tokens(db=None, now=None):
+    """Forget held webhooks and form submission tokens past their own expiry
+    (:data:`HELD_WEBHOOK_SECONDS`, :data:`SUBMISSION_SECONDS`); returns how many."""
+    db = db or get_db()
+    now = time.time() if now is None else now
+    with _immediate(db):
+        held = db.execute("DELETE FROM held_webhook WHERE received < ?",
+                          (now - HELD_WEBHOOK_SECONDS,)).rowcount
+        tokens = db.execute("DELETE FROM submission WHERE created < ?",
+                            (now - SUBMISSION_SECONDS,)).rowcount
+    return held + tokens
 
 
 def init_app(app):

@@ -16,11 +16,14 @@ still finishes the row.
 import collections
 import json
 import logging
+import os
 import threading
 import time
+import weakref
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 
 from falweb import backend
 from falweb import history
@@ -219,6 +222,111 @@ def _reconcile_once(app):
                      name="history-reconcile", daemon=True).start()
 
 
+# -- retention --------------------------------------------------------------------------------
+
+# Rows deleted per transaction, and the pause between two, so that a large cleanup never
+# holds the write lock long enough for a submit to notice.
+CLEANUP_BATCH = 200
+CLEANUP_PAUSE = 0.05
+
+
+def clean_up(app, now=None):
+    """Delete the history rows finished more than ``FALWEB_HISTORY_RETENTION_DAYS`` ago (0:
+    none) in batches of :data:`CLEANUP_BATCH`, and the held webhooks and submission tokens
+    past their own expiry. Returns ``{"requests": n, "tokens": n}``, what was deleted."""
+    now = time.time() if now is None else now
+    days = app.config["FALWEB_HISTORY_RETENTION_DAYS"]
+    deleted = {"requests": 0, "tokens": 0}
+    db = history.connect(history.db_path(app))
+    try:
+        if days and days > 0:
+            cutoff = now - days * 24 * 3600
+            while True:
+                count = history.delete_finished_before(cutoff, CLEANUP_BATCH, db=db)
+                deleted["requests"] += count
+                if count < CLEANUP_BATCH:
+                    break
+                time.sleep(CLEANUP_PAUSE)
+        deleted["tokens"] = history.delete_expired_tokens(db=db, now=now)
+    finally:
+        db.close()
+    if deleted["requests"]:
+        log.info("history cleanup: deleted %d request(s) finished more than %s day(s) ago",
+                 deleted["requests"], days)
+    return deleted
+
+
+class _Cleaner:
+    """One background thread per process that cleans up every app's history, each at its
+    ``FALWEB_HISTORY_CLEANUP_MINUTES``, once soon after the app starts. Apps are held by weak
+    reference: an app that is gone drops out."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.apps = []  # [weakref to an app, monotonic time of its next cleanup]
+        self.thread = None
+        self.pid = None
+
+    def add(self, app):
+        with self.lock:
+            self.apps.append([weakref.ref(app), time.monotonic()])
+        self.ensure_running()
+        self.wake.set()
+
+    def ensure_running(self):
+        # A thread started before gunicorn forked does not exist in the worker.
+        if self.pid == os.getpid() and self.thread is not None and self.thread.is_alive():
+            return
+        with self.lock:
+            if self.pid == os.getpid() and self.thread is not None and self.thread.is_alive():
+                return
+            self.pid = os.getpid()
+            self.thread = threading.Thread(target=self.run, name="history-cleanup",
+                                           daemon=True)
+            self.thread.start()
+
+    def due(self):
+        """The apps whose cleanup is due, and the seconds until the next one."""
+        now = time.monotonic()
+        with self.lock:
+            self.apps = [entry for entry in self.apps if entry[0]() is not None]
+            due = [entry for entry in self.apps if entry[1] <= now]
+            later = [entry[1] - now for entry in self.apps if entry[1] > now]
+        return due, min(later, default=None)
+
+    def run(self):
+        while True:
+            due, wait = self.due()
+            for entry in due:
+                app = entry[0]()
+                if app is None:
+                    continue
+                minutes = app.config["FALWEB_HISTORY_CLEANUP_MINUTES"]
+                try:
+                    clean_up(app)
+                except Exception as exc:  # noqa: BLE001 - the next round tries again
+                    log.warning("history cleanup failed: %s", exc)
+                entry[1] = time.monotonic() + minutes * 60
+                del app
+            if due:
+                continue  # the cleanups took time: look again before sleeping
+            self.wake.wait(wait)
+            self.wake.clear()
+
+
+_cleaner = _Cleaner()
+
+
+@click.command("history-cleanup")
+@with_appcontext
+def cleanup_command():
+    """Delete history rows past FALWEB_HISTORY_RETENTION_DAYS, and expired tokens."""
+    deleted = clean_up(current_app._get_current_object())
+    click.echo(f"deleted {deleted['requests']} request(s) and {deleted['tokens']} "
+               f"expired token(s)")
+
+
 @click.command("history-reconcile")
 def reconcile_command():
     """Poll the backend for every unfinished request in the history."""
@@ -227,9 +335,15 @@ def reconcile_command():
 
 
 def init_app(app):
-    """Reconcile unfinished rows after the first request; the ``history-reconcile`` command."""
+    """Reconcile unfinished rows after the first request; clean up the history in the
+    background (at start, then every ``FALWEB_HISTORY_CLEANUP_MINUTES``); the
+    ``history-reconcile`` and ``history-cleanup`` commands."""
     app.extensions["falweb_history_sync"] = {
         "reconcile_started": False, "lock": threading.Lock(),
         "checks": RecentChecks(float(app.config["FALWEB_POLL_INTERVAL"]))}
     app.cli.add_command(reconcile_command)
+    app.cli.add_command(cleanup_command)
     app.before_request(lambda: _reconcile_once(current_app._get_current_object()))
+    if app.config["FALWEB_HISTORY_CLEANUP_MINUTES"] > 0:
+        _cleaner.add(app)
+        app.before_request(_cleaner.ensure_running)

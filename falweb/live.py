@@ -30,6 +30,7 @@ from flask_sock import Sock
 from marshmallow import ValidationError
 
 from falweb import backend
+from falweb import limits
 
 bp = Blueprint("live", __name__, url_prefix="/live")
 sock = Sock()
@@ -123,11 +124,13 @@ def _to_browser(opcode, data):
     return {"type": "result", "result": message}
 
 
-def pump(browser, upstream, validate, stop=None, idle_seconds=None):
+def pump(browser, upstream, validate, stop=None, admit=None, idle_seconds=None):
     """Move frames both ways until either side closes; returns when both loops ended.
 
     ``validate(dict) -> dict`` raises ``ValidationError`` for a bad input, which goes back to
     the browser as ``{"type": "invalid", "errors": {...}}`` and is not sent upstream.
+    ``admit()``, called for each browser message before anything else, returns None to let
+    it through or a message for the browser instead (a rate limit's refusal, say).
     """
     stop = stop or threading.Event()
     lock = threading.Lock()
@@ -171,6 +174,10 @@ def pump(browser, upstream, validate, stop=None, idle_seconds=None):
                     break
                 continue
             last_input = time.monotonic()
+            refusal = admit() if admit is not None else None
+            if refusal is not None:
+                browser.send(browser_json(refusal))
+                continue
             try:
                 data = json.loads(raw)
             except ValueError:
@@ -289,7 +296,14 @@ def _bridge(ws, endpoint):
                               "reason": "The realtime backend cannot be reached right now."}))
         return
     upstream.settimeout(None)
+    who = limits.caller()
+
+    def admit():
+        # Each input counts, valid or not; a refused one is dropped and the socket stays open.
+        refusal = limits.hit("live_frames", who=who)
+        return limits.live_message(refusal) if refusal is not None else None
+
     # The API path (strict types): live.js sends numbers as numbers (a seed as the digits
     # typed, which Python's json reads exactly however large).
-    pump(ws, upstream, lambda data: load_input(endpoint, data),
+    pump(ws, upstream, lambda data: load_input(endpoint, data), admit=admit,
          idle_seconds=current_app.config["FALWEB_LIVE_IDLE_SECONDS"])

@@ -32,6 +32,7 @@ from falweb import csrf as falweb_csrf
 from falweb import history
 from falweb import history_sync
 from falweb import htmx
+from falweb import limits
 from falweb import presentation
 from falweb import webhooks
 from falweb.client import errors as client_errors
@@ -145,7 +146,8 @@ def submit(endpoint_id):
     """Validate the form and submit it to the backend's queue.
 
     Returns a 303 (htmx: ``HX-Redirect``) to the new request's page; the form again with
-    422 and a message beside each field; or the form with 502 and fal's error.
+    422 and a message beside each field; the form with 502 and fal's error; or the form
+    with 429 (and ``Retry-After``) over the submit or upload limit.
 
     :raise 404: the endpoint is not in the catalog.
     """
@@ -158,16 +160,21 @@ def submit(endpoint_id):
     if made:
         # The same form posted again (a double click, a resent post): the request it made.
         return htmx.redirect(url_for(".request_page", request_id=made))
-    errors, upload_failed = {}, False
+    # Over the limit already: say so before uploading anything (counted once it is sent).
+    refused = limits.would_refuse("submits")
+    if refused:
+        return _render_form(endpoint, fields, values, upstream_error=limits.page_error(refused),
+                            status=429)
+    errors, statuses = {}, set()
     for field in fields:
         if field.kind == "file":
-            message, refused = _upload(field, values)
+            message, status = _upload(field, values)
             if message:
                 errors[field.name] = [message]
-                upload_failed = upload_failed or not refused
+                statuses.add(status)
     if errors:
-        return _render_form(endpoint, fields, values, errors,
-                            status=502 if upload_failed else 422)
+        status = next((code for code in (429, 502) if code in statuses), 422)
+        return _render_form(endpoint, fields, values, errors, status=status)
     try:
         input = load_input(endpoint, post_data(fields, values), form=True)
     except ValidationError as exc:
@@ -180,6 +187,13 @@ def submit(endpoint_id):
         if not history.claim_submission(token):
             return _render_form(endpoint, fields, values, upstream_error={
                 "status": None, "detail": "This form is being submitted already."}, status=409)
+    # Counted here, so that a form posted twice (a double click) counts once.
+    refused = limits.hit("submits")
+    if refused:
+        if token:
+            history.finish_submission(token, None)
+        return _render_form(endpoint, fields, values, upstream_error=limits.page_error(refused),
+                            status=429)
     try:
         request_id = _submit(endpoint.endpoint_id, input)
     except client_errors.FalError as exc:
@@ -211,29 +225,33 @@ def _await_submission(token):
 def _upload(field, values):
     """Upload the field's chosen file through storage.
 
-    Returns ``(message, refused)``: no message when it went well (or no file was chosen);
-    ``refused`` when the file itself is wrong (not an image), else the upload failed.
+    Returns ``(message, status)``: no message when it went well (or no file was chosen);
+    else 422 when the file itself is wrong (not an image), 429 when over the upload limit,
+    502 when the upload failed.
     """
     file = request.files.get(f"{field.name}_file")
     if file is None or not file.filename:
-        return None, False
+        return None, None
     stream = file.stream
     stream.seek(0, os.SEEK_END)
     if not stream.tell():
-        return None, False
+        return None, None
     stream.seek(0)
     kind = _image_kind(stream)
     if kind is None:
-        return "Not an image: choose a PNG, JPEG, WebP or GIF file.", True
+        return "Not an image: choose a PNG, JPEG, WebP or GIF file.", 422
     stream.seek(0)
+    refused = limits.hit("uploads")
+    if refused:
+        return f"Too many uploads: {refused.message}", 429
     try:
         # The spooled upload streams to storage; it is never read into memory whole.
         values[field.name] = get_client().storage.upload(
             stream, content_type=f"image/{kind}", file_name=file.filename
         )
     except client_errors.FalError as exc:
-        return f"The upload failed: {_describe_error(exc)['detail']}", False
-    return None, False
+        return f"The upload failed: {_describe_error(exc)['detail']}", 502
+    return None, None
 
 
 # What image fields accept, by Pillow's format name; the MIME subtype is its lower case.
@@ -382,8 +400,8 @@ def cancel(request_id):
 @bp.post("/requests/<request_id>/rerun")
 def rerun(request_id):
     """Submit the request's input again (``seed=new``: without its seed, so the backend picks
-    a new one). Returns a 303 (htmx: ``HX-Redirect``) to the new request's page, or 502 with
-    fal's error.
+    a new one). Returns a 303 (htmx: ``HX-Redirect``) to the new request's page, 502 with
+    fal's error, or 429 with ``Retry-After`` over the submit limit.
 
     :raise 404: the request id is not in the history.
     """
@@ -391,6 +409,11 @@ def rerun(request_id):
     input = dict(row["input"])
     if request.form.get("seed") == "new":
         input.pop("seed", None)
+    refused = limits.hit("submits")
+    if refused:
+        context = status_context(row)
+        context["rerun_error"] = limits.page_error(refused)
+        return htmx.vary(make_response(render_template("pages/request.html", **context), 429))
     try:
         new_id = _submit(row["endpoint_id"], input)
     except client_errors.FalError as exc:

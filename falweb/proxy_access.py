@@ -4,7 +4,8 @@
 access control into its hooks. The gate (:mod:`falweb.auth`) has already refused callers
 without a user; here a queue submit made through the proxy is recorded as its caller's, and
 the status, result, stream and cancel of a request are refused to anyone but its owner (or
-an admin), in fal's error shape.
+an admin), in fal's error shape; a caller over a rate limit (:mod:`falweb.limits`) gets
+fal's 429 before anything else is looked at.
 """
 
 import re
@@ -14,6 +15,7 @@ from flask import jsonify
 
 from falweb import auth
 from falweb import history
+from falweb import limits
 from falweb.hosts import QUEUE_URL
 from falweb.hosts import hostname
 
@@ -37,6 +39,11 @@ def init_proxy_access(proxy):
     def _has_user(request):
         # The gate refused anyone without a user before this view ran.
         return auth.current_user() is not None
+
+    @proxy.before_forward
+    def _rate_limited(request, target_url, headers):
+        # First: a refused caller's probes of other people's request ids count too.
+        return limits.check_proxy_call(request.method, target_url)
 
     @proxy.before_forward
     def _owner_only(request, target_url, headers):
