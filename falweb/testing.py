@@ -15,7 +15,7 @@ from falweb import backend
 from falweb.local import runtime_of
 from falweb.serving import ServerThread
 
-__all__ = ["ServerThread", "serve_app", "serve_local_runtime", "wait_until"]
+__all__ = ["ServerThread", "serve_app", "serve_local_runtime", "session_from", "wait_until"]
 
 
 @contextmanager
@@ -78,3 +78,20 @@ def wait_until(predicate, timeout=10, interval=0.02, message=None, ignore=()):
             what = what or getattr(predicate, "__qualname__", repr(predicate))
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def session_from(address):
+    """A ``requests.Session`` whose connections leave from loopback ``address`` (all of
+    127/8 reaches a server on 127.0.0.1), so that two callers on this machine are two
+    client addresses."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class FromAddress(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            kwargs["source_address"] = (address, 0)
+            super().init_poolmanager(*args, **kwargs)
+
+    session = requests.Session()
+    session.mount("http://", FromAddress())
+    return session

@@ -15,7 +15,6 @@ from limits import parse_many
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from PIL import Image
-from requests.adapters import HTTPAdapter
 
 from falweb import create_app
 from falweb import history
@@ -23,6 +22,7 @@ from falweb import limits
 from falweb import limits_storage
 from falweb.limits_storage import SQLiteStorage
 from falweb.testing import serve_app
+from falweb.testing import session_from
 
 PROXY = "/api/fal/proxy"
 TARGET = "x-fal-target-url"
@@ -31,24 +31,6 @@ INITIATE_URL = "https://rest.alpha.fal.ai/storage/upload/initiate?storage_type=f
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-class _FromAddress(HTTPAdapter):
-    """Connections from one loopback address (all of 127/8 reaches a server on 127.0.0.1),
-    so that two callers on this machine are two client addresses."""
-
-    def __init__(self, address, **kwargs):
-        self.address = address
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def from_address(session, address):
-    session.mount("http://", _FromAddress(address))
-    return session
 
 
 def config(tmp_path, **extra):
@@ -76,7 +58,7 @@ def csrf_of(html):
 
 
 def login(server, name, address="127.0.0.1"):
-    session = from_address(requests.Session(), address)
+    session = session_from(address)
     page = session.get(server.url + "/login", timeout=10).text
     answer = session.post(server.url + "/login", timeout=10, allow_redirects=False, data={
         "name": name, "password": f"{name}-password", "csrf_token": csrf_of(page)})
@@ -92,7 +74,7 @@ def submit_form(server, session, prompt="x", endpoint="fal-ai/fast-sdxl", files=
 
 
 def proxy(server, token, method, target, address="127.0.0.1", **kwargs):
-    session = from_address(requests.Session(), address)
+    session = session_from(address)
     with session:
         return session.request(method, server.url + PROXY, timeout=30, **kwargs, headers={
             TARGET: target, "Authorization": f"Key {token}",

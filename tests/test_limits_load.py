@@ -15,8 +15,8 @@ from collections import Counter
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
+from falweb.testing import session_from
 from falweb.testing import wait_until
 from falweb.users import Users
 
@@ -32,20 +32,8 @@ CALM_MAX_REQUESTS = 60
 CALM_PAUSE = 0.2
 
 
-class _FromAddress(HTTPAdapter):
-    # Each user from their own loopback address, so the per-address counts are theirs too.
-    def __init__(self, address, **kwargs):
-        self.address = address
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
 def session_for(token, address):
-    session = requests.Session()
-    session.mount("http://", _FromAddress(address))
+    session = session_from(address)
     session.headers.update({"Authorization": f"Key {token}",
                             "Content-Type": "application/json"})
     return session
