@@ -42,6 +42,21 @@ DEFAULTS = {
     "FALWEB_LOCAL_MAX_OUTPUT_PIXELS": 2048 * 2048 * 8,
     # Longest lifetime, in seconds, of a token issued by the local runtime's /tokens/.
     "FALWEB_LOCAL_MAX_TOKEN_SECONDS": 3600,
+    # Origins that may call the local runtime's API from a browser ("*" for any); [] = none.
+    "FALWEB_LOCAL_CORS_ORIGINS": [],
+    # Host headers the local runtime answers besides its own address and loopback names
+    # ("name" or "name:port", "*" for any); a request to another one gets 400.
+    "FALWEB_LOCAL_ALLOWED_HOSTS": [],
+    # URL prefixes that webhooks may go to although they are local or private addresses.
+    "FALWEB_LOCAL_WEBHOOK_ALLOWED_URLS": [],
+    # Seconds stored files (uploads and outputs) are kept; 0 = for ever.
+    "FALWEB_LOCAL_FILE_RETENTION_SECONDS": 7 * 24 * 3600,
+    # Seconds finished jobs (with their logs and delivered webhooks) are kept; 0 = for ever.
+    "FALWEB_LOCAL_JOB_RETENTION_SECONDS": 7 * 24 * 3600,
+    # Most bytes of stored files in all (answers 507 above); 0 = no cap.
+    "FALWEB_LOCAL_MAX_STORAGE_BYTES": 10 * 1024 * 1024 * 1024,
+    # diffusers engine: folders LoRA and embedding paths must be in; [] = <instance>/weights.
+    "FALWEB_LOCAL_WEIGHTS_DIRS": [],
     # Folder for the SQLite queue, history, uploads and keys; default: Flask's instance folder.
     "FALWEB_INSTANCE_PATH": "",
     # Flask secret for sessions and CSRF; empty = a random one kept in the instance folder.

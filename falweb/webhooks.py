@@ -39,15 +39,27 @@ def webhook_url():
 
     ``FALWEB_PUBLIC_URL`` when set (fal must be able to reach it); with the embedded local
     runtime, the app's own address; otherwise None: the pages' polls are the only source.
+    With the embedded runtime the URL is also allowed as a webhook destination
+    (``Runtime.allow_webhook_prefix``): the runtime delivers to public addresses only
+    unless told, and the app's own address is usually loopback or private.
     """
     path = url_for("webhooks.receive")
     public = current_app.config["FALWEB_PUBLIC_URL"]
+    runtime = backend.embedded_runtime()
     if public:
-        return public.rstrip("/") + path
-    if backend.local_app() is not None:
+        url = public.rstrip("/") + path
+    elif runtime is not None:
         own = backend.self_url()
-        return own + path if own else None
-    return None
+        if not own:
+            return None
+        url = own + path
+    else:
+        return None
+    if runtime is not None:
+        # The embedded runtime delivers only to public addresses unless a URL is allowed:
+        # this one is the app itself (often 127.0.0.1 or a LAN address).
+        runtime.allow_webhook_prefix(url)
+    return url
 
 
 def _keys():

@@ -220,7 +220,7 @@ def test_stream_status(fal_client):
     assert final["status"] == "COMPLETED"
 
 
-def test_webhook_url_reaches_the_receiver(fal_client):
+def test_webhook_url_reaches_the_receiver(fal_client, shared_runtime):
     received = []
     receiver = Flask("receiver")
 
@@ -230,6 +230,8 @@ def test_webhook_url_reaches_the_receiver(fal_client):
         return "", 204
 
     with ServerThread(receiver) as server:
+        # A loopback receiver: the runtime delivers there only once allowed.
+        shared_runtime.runtime.allow_webhook_prefix(f"{server.url}/hook")
         result = fal_client.subscribe("fal-ai/fast-sdxl", {"prompt": "x", **SMALL},
                                       webhook_url=f"{server.url}/hook")
         wait_until(lambda: received, timeout=10, interval=0.05, message="the webhook delivery")

@@ -139,6 +139,8 @@ def runtime(tiny_model, tmp_path_factory):
         "TESTING": True, "FALWEB_LOCAL_WORKERS": 2,
         "FALWEB_INSTANCE_PATH": str(tmp_path_factory.mktemp("runtime")),
         "FALWEB_LOCAL_ENGINE": "diffusers", "FALWEB_LOCAL_MODEL": str(tiny_model[0]),
+        # The LoRA and the embedding live beside the model: the weights folder.
+        "FALWEB_LOCAL_WEIGHTS_DIRS": [str(tiny_model[0].parent)],
     }) as server:
         server.engine = server.runtime.engine
         yield server
@@ -276,9 +278,11 @@ def test_lora_changes_the_output_and_is_unloaded_after(runtime, tiny_model):
     assert close(with_lora, with_folder)
     assert close(base, after)
     # a request that fails after its LoRA loaded leaves the base weights behind too
+    missing = str(lora.parent.parent / "nonexistent.safetensors")
     status, answer = generate(runtime.url, "fal-ai/lora", input | {
-        "loras": [{"path": str(lora)}], "embeddings": [{"path": "/nonexistent.safetensors"}]})
-    assert answer.status_code == 500
+        "loras": [{"path": str(lora)}], "embeddings": [{"path": missing}]})
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", "embeddings[0].path"]
     assert any("embeddings[0].path" in line["message"] for line in status["logs"])
     assert close(base, pixels(runtime.url, "fal-ai/lora", input))
 
@@ -293,12 +297,16 @@ def test_embeddings_load_for_one_request_at_a_time(runtime, tiny_model):
     assert close(first, again)
 
 
-def test_remote_or_missing_lora_fails_the_request_naming_the_field(runtime):
-    for path in ("https://example.com/lora.safetensors", "/nonexistent/lora.safetensors"):
+def test_remote_missing_or_outside_lora_fails_the_request_naming_the_field(runtime, tiny_model):
+    outside = tiny_model[1]  # a real LoRA, but reached through ".."
+    for path in ("https://example.com/lora.safetensors", "/nonexistent/lora.safetensors",
+                 "missing.safetensors", f"lora/../../{outside.parent.parent.name}/lora",
+                 "/etc/hostname"):
         status, answer = generate(runtime.url, "fal-ai/fast-sdxl",
                                   {"prompt": PROMPT, **SMALL, "loras": [{"path": path}]})
-        assert answer.status_code == 500
-        assert status["error_type"] == "internal_error"
+        assert answer.status_code == 422, path
+        assert status["error_type"] == "validation_error"
+        assert answer.json()["detail"][0]["loc"] == ["body", "loras[0].path"]
         assert any("loras[0].path" in line["message"] for line in status["logs"])
 
 

@@ -64,7 +64,9 @@ def hook():
 
 @pytest.mark.slow
 def test_killed_worker_job_completes_exactly_once_after_restart(tmp_path, hook):
-    first, url = start_runtime(tmp_path)
+    # The receiver is on loopback: allowed in the first process only; the job carries
+    # that decision to the process that delivers it after the restart.
+    first, url = start_runtime(tmp_path, {"FALWEB_LOCAL_WEBHOOK_ALLOWED_URLS": hook.url + "/hook"})
     try:
         running = requests.post(f"{url}/queue/fal-ai/fast-sdxl",
                                 params={"fal_webhook": hook.url + "/hook"},

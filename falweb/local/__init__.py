@@ -4,7 +4,8 @@
 :func:`falweb.create_app` in local mode, or run alone with ``falweb local``. Per service:
 state and rules (``queue``, ``storage``, ``tokens``, ``delivery``), an HTTP layer that only
 translates (``queue_api``, ``run_api``, ``storage_api``, ``tokens_api``), fal-shaped errors
-(``errors``), and engines that never see HTTP (``engines``).
+(``errors``), and engines that never see HTTP (``engines``). Calls to URLs a caller names
+(webhooks, input files) go through ``netguard``: public addresses only.
 """
 
 import os
@@ -17,10 +18,28 @@ from werkzeug.http import HTTP_STATUS_CODES
 from falweb import config as settings
 from falweb.hosts import TARGET_URL_HEADER
 
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "x-fal-request-id",
-}
+EXPOSED_HEADERS = {"Access-Control-Expose-Headers": "x-fal-request-id"}
+METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+
+
+def _is_download():
+    # File downloads are public capability URLs, as on fal's CDN: any origin may read them.
+    return request.method in ("GET", "HEAD", "OPTIONS") and request.path.startswith(
+        "/cdn/files/") and not request.path.startswith("/cdn/files/upload")
+
+
+def cors_origin(config, origin):
+    """The ``Access-Control-Allow-Origin`` value for a request from ``origin``, or None:
+    FALWEB_LOCAL_CORS_ORIGINS lists the origins allowed (``"*"`` for any; empty: none, so
+    browsers keep the runtime same-origin)."""
+    allowed = config.get("FALWEB_LOCAL_CORS_ORIGINS") or []
+    if isinstance(allowed, str):
+        allowed = [allowed]
+    if "*" in allowed:
+        return "*"
+    if origin and origin in allowed:
+        return origin
+    return None
 
 
 def runtime_of(app):
@@ -36,6 +55,7 @@ def create_local_app(config=None):
     from falweb.local import run_api
     from falweb.local import storage_api
     from falweb.local import tokens_api
+    from falweb.local.http import check_host
     from falweb.local.runtime import Runtime
 
     app = Flask("falweb.local")
@@ -61,20 +81,51 @@ def create_local_app(config=None):
 
     @app.before_request
     def preflight():
-        # Browsers (fal's JS client in "client" mode) preflight their calls.
-        if request.method == "OPTIONS":
-            return "", 204, {
-                **CORS_HEADERS,
-                "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
+        # Browsers (fal's JS client in "client" mode) preflight their calls; only allowed
+        # origins get an answer that lets them go on.
+        if request.method != "OPTIONS":
+            return None
+        headers = {"Allow": METHODS}
+        if _is_download():
+            headers |= {"Access-Control-Allow-Origin": "*",
+                        "Access-Control-Allow-Methods": "GET, HEAD",
+                        "Access-Control-Max-Age": "600"}
+        elif origin := cors_origin(app.config, request.headers.get("Origin")):
+            headers |= {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": METHODS,
                 "Access-Control-Allow-Headers": "authorization, content-type, accept, "
                 + request.headers.get("Access-Control-Request-Headers", TARGET_URL_HEADER),
                 "Access-Control-Max-Age": "600",
             }
+        return "", 204, headers
+
+    @app.before_request
+    def known_host():
+        # Answers carry URLs built from Host (status_url, file URLs): a forged one is
+        # refused before any view runs (a websocket too, before its handshake). Downloads
+        # and the health check build none, and browsers reach files by any of the app's
+        # names.
+        if app.config.get("FALWEB_LOCAL_PUBLIC_URL") or _is_download() \
+                or request.path == "/healthz":
+            return None
+        check_host()
         return None
 
     @app.after_request
     def cors_and_reason(response):
-        response.headers.update(CORS_HEADERS)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if _is_download():
+            response.headers["Access-Control-Allow-Origin"] = "*"
+            response.headers.update(EXPOSED_HEADERS)
+        else:
+            configured = app.config.get("FALWEB_LOCAL_CORS_ORIGINS")
+            origin = cors_origin(app.config, request.headers.get("Origin"))
+            if configured and configured not in ("*", ["*"]):
+                response.vary.add("Origin")
+            if origin:
+                response.headers["Access-Control-Allow-Origin"] = origin
+                response.headers.update(EXPOSED_HEADERS)
         # fal's JS client shows the reason phrase as ApiError.message; Werkzeug upper-cases
         # it ("UNPROCESSABLE ENTITY"), fal sends the HTTP/1.1 spelling.
         reason = HTTP_STATUS_CODES.get(response.status_code)

@@ -31,9 +31,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     error_type TEXT,
     metrics TEXT,
-    start_deadline REAL
+    start_deadline REAL,
+    webhook_trusted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (status, priority, seq);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (status, finished_at);
 CREATE INDEX IF NOT EXISTS jobs_app_waiting ON jobs (app_base, status, priority, seq);
 CREATE TABLE IF NOT EXISTS logs (
     request_id TEXT NOT NULL,
@@ -53,6 +55,23 @@ CREATE TABLE IF NOT EXISTS files (
     complete INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS files_age ON files (complete, created_at);
+-- Bytes of every stored file (and uploaded part), kept by triggers in the same transaction
+-- as each change: the storage cap is checked without summing the table.
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO usage (id, bytes) VALUES (1, (SELECT COALESCE(SUM(size), 0) FROM files));
+CREATE TRIGGER IF NOT EXISTS files_usage_insert AFTER INSERT ON files BEGIN
+    UPDATE usage SET bytes = bytes + COALESCE(NEW.size, 0) WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS files_usage_update AFTER UPDATE OF size ON files BEGIN
+    UPDATE usage SET bytes = bytes + COALESCE(NEW.size, 0) - COALESCE(OLD.size, 0) WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS files_usage_delete AFTER DELETE ON files BEGIN
+    UPDATE usage SET bytes = bytes - COALESCE(OLD.size, 0) WHERE id = 1;
+END;
 CREATE TABLE IF NOT EXISTS deliveries (
     request_id TEXT PRIMARY KEY,
     webhook_url TEXT NOT NULL,
@@ -60,7 +79,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL,
     delivered_at REAL,
-    last_error TEXT
+    last_error TEXT,
+    trusted INTEGER NOT NULL DEFAULT 0
+);
+-- When a periodic task (the retention cleanup) last ran, in any process on this folder.
+CREATE TABLE IF NOT EXISTS maintenance (
+    task TEXT PRIMARY KEY,
+    ran_at REAL NOT NULL
 );
 """
 
@@ -81,9 +106,20 @@ class Database:
     def _migrate(self, conn):
         # Columns added after a database was first created; CREATE TABLE IF NOT EXISTS
         # does not add them to an existing table.
-        columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
-        if "start_deadline" not in columns:
-            conn.execute("ALTER TABLE jobs ADD COLUMN start_deadline REAL")
+        added = {
+            "jobs": {"start_deadline": "REAL",
+                     "webhook_trusted": "INTEGER NOT NULL DEFAULT 0"},
+            "deliveries": {"trusted": "INTEGER NOT NULL DEFAULT 0"},
+        }
+        for table, wanted in added.items():
+            columns = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for name, kind in wanted.items():
+                if name not in columns:
+                    try:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                    except sqlite3.OperationalError:
+                        # Another process added it first ("duplicate column name").
+                        pass
 
     def connect(self):
         conn = getattr(self._local, "conn", None)

@@ -4,15 +4,29 @@ On completion a job with ``fal_webhook`` gets a row in ``deliveries``; a deliver
 POSTs it (JSON, keys sorted) with ``X-Fal-Webhook-*`` headers and an Ed25519 signature over
 ``request_id\\nuser_id\\ntimestamp\\nsha256(body)``, retrying with backoff up to
 ``MAX_ATTEMPTS`` times. Rows survive a restart, so a delivery is not lost with the process.
+
+Any caller names the webhook URL, so deliveries reach public addresses only (the same rule
+as input fetches, :mod:`falweb.local.netguard`): a URL whose host is, or resolves to, a
+loopback, private or link-local address is refused at submit, and every delivery connects
+through a resolve-once, check-every-address connection. URLs under the prefixes of
+:class:`WebhookPolicy` (FALWEB_LOCAL_WEBHOOK_ALLOWED_URLS, and what the embedding app adds
+with ``Runtime.allow_webhook_prefix``) may be local: the job records at submit that its URL
+was allowed, so whichever process delivers it honours the decision.
 """
 
 import json
 import logging
 import threading
 import time
+from urllib.parse import unquote
+from urllib.parse import urlsplit
 
 import requests
 
+from falweb.local.netguard import AddressRefused
+from falweb.local.netguard import check_url
+from falweb.local.netguard import public_session
+from falweb.local.netguard import refusal
 from falweb.webhook_signature import signature_headers
 
 USER_ID = "falweb-local"
@@ -20,6 +34,87 @@ MAX_ATTEMPTS = 10
 TIMEOUT = 15
 
 log = logging.getLogger("falweb.local.delivery")
+
+
+class WebhookRefused(Exception):
+    """A ``fal_webhook`` the runtime will not deliver to; the message says why."""
+
+
+def _origin(parts):
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def _clean_path(path):
+    # Dot segments or encoded separators would let a URL leave its prefix's folder once a
+    # client or server normalizes it: such URLs never match a prefix.
+    decoded = unquote(path)
+    if "\\" in decoded or "%2f" in path.lower() or any(
+            segment in (".", "..") for segment in decoded.split("/")):
+        return None
+    return path or "/"
+
+
+class WebhookPolicy:
+    """Which webhook URLs may be delivered to: public ones, and those under ``prefixes``
+    (which may be local). A prefix matches URLs of the same scheme, host and port whose
+    path is the prefix's path or below it (by whole segments); URLs with credentials or
+    dot segments never match."""
+
+    def __init__(self, prefixes=()):
+        self._prefixes = []
+        self._lock = threading.Lock()
+        for prefix in prefixes or ():
+            self.allow(prefix)
+
+    def allow(self, prefix):
+        parts = urlsplit(prefix)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"webhook prefix must be an http(s) URL, not {prefix!r}")
+        entry = (_origin(parts), parts.path or "/")
+        with self._lock:
+            if entry not in self._prefixes:
+                self._prefixes.append(entry)
+
+    def allowed(self, url):
+        """True when ``url`` is under one of the allowed prefixes."""
+        try:
+            parts = urlsplit(url)
+            origin = _origin(parts)
+        except ValueError:
+            return False
+        if parts.username is not None or parts.password is not None:
+            return False
+        path = _clean_path(parts.path)
+        if path is None:
+            return False
+        with self._lock:
+            prefixes = list(self._prefixes)
+        for prefix_origin, prefix_path in prefixes:
+            if origin != prefix_origin:
+                continue
+            if (path == prefix_path or path.startswith(prefix_path.rstrip("/") + "/")):
+                return True
+        return False
+
+    def check(self, url):
+        """True when ``url`` is allowed as local (deliver it as it is), False when it must be
+        public (deliver through the public-only connection); :class:`WebhookRefused` when
+        it is not an http(s) URL or names a non-public address."""
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise WebhookRefused("fal_webhook must be an http(s) URL")
+        try:
+            if not urlsplit(url).hostname:
+                raise WebhookRefused("fal_webhook must be an http(s) URL with a host")
+        except ValueError:
+            raise WebhookRefused("fal_webhook is not a valid URL") from None
+        if self.allowed(url):
+            return True
+        try:
+            check_url(url)
+        except AddressRefused as exc:
+            raise WebhookRefused(f"fal_webhook must be a public URL: {exc}") from None
+        return False
 
 
 def webhook_body(job):
@@ -36,18 +131,23 @@ def webhook_body(job):
 
 
 class Deliveries:
-    def __init__(self, db, key, session=None):
+    """Durable deliveries. ``session`` sends to URLs that were allowed as local at submit;
+    every other URL goes through ``public`` (public addresses only)."""
+
+    def __init__(self, db, key, session=None, public=None):
         self.db = db
         self.key = key
         self.session = session or requests.Session()
+        self.public = public or public_session()
         self._wake = threading.Event()
 
     def enqueue(self, job):
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO deliveries (request_id, webhook_url, body, next_at)"
-                " VALUES (?, ?, ?, ?)",
-                (job.request_id, job.webhook_url, webhook_body(job), time.time()),
+                "INSERT OR IGNORE INTO deliveries (request_id, webhook_url, body, next_at,"
+                " trusted) VALUES (?, ?, ?, ?, ?)",
+                (job.request_id, job.webhook_url, webhook_body(job), time.time(),
+                 int(bool(job.webhook_trusted))),
             )
         self._wake.set()
 
@@ -79,15 +179,21 @@ class Deliveries:
             return False
         body = bytes(row["body"])
         error = None
+        attempts = row["attempts"] + 1
+        session = self.session if row["trusted"] else self.public
         try:
-            answer = self.session.post(row["webhook_url"], data=body,
-                                       headers=self.headers(row["request_id"], body),
-                                       timeout=TIMEOUT, allow_redirects=False)
+            answer = session.post(row["webhook_url"], data=body,
+                                  headers=self.headers(row["request_id"], body),
+                                  timeout=TIMEOUT, allow_redirects=False)
+            answer.close()
             if not 200 <= answer.status_code < 300:
                 error = f"HTTP {answer.status_code}"
-        except requests.RequestException as exc:
+        except (requests.RequestException, AddressRefused) as exc:
             error = type(exc).__name__
-        attempts = row["attempts"] + 1
+            if refusal(exc) is not None:
+                # It will not become public by retrying: give up at once.
+                error = "refused: the URL resolves to a private or local address"
+                attempts = MAX_ATTEMPTS
         with self.db.transaction() as conn:
             if error is None:
                 conn.execute("UPDATE deliveries SET attempts = ?, delivered_at = ?,"
@@ -101,6 +207,21 @@ class Deliveries:
                              (attempts, time.time() + min(2 ** attempts, 900), error,
                               row["request_id"]))
         return True
+
+    def purge(self, cutoff, batch=200):
+        """Delete up to ``batch`` deliveries done (delivered, or given up) before ``cutoff``
+        whose job is gone; the jobs' own purge takes the rest. Returns how many."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "DELETE FROM deliveries WHERE request_id IN (SELECT request_id FROM deliveries"
+                " WHERE (delivered_at < ? OR (attempts >= ? AND next_at < ?)) AND NOT EXISTS"
+                " (SELECT 1 FROM jobs WHERE jobs.request_id = deliveries.request_id) LIMIT ?)",
+                (cutoff, MAX_ATTEMPTS, cutoff, batch))
+            return cur.rowcount
+
+    def close(self):
+        self.session.close()
+        self.public.close()
 
     def run(self, stop):
         while not stop.is_set():

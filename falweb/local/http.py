@@ -41,9 +41,99 @@ def app_alias(endpoint_id):
 
 def base_url():
     """This runtime's external base URL (no trailing slash): FALWEB_LOCAL_PUBLIC_URL when
-    set (behind a reverse proxy), else the URL the caller used to reach it."""
+    set (behind a reverse proxy), else the URL the caller used to reach it, once
+    :func:`check_host` accepts its ``Host``."""
     public = current_app.config.get("FALWEB_LOCAL_PUBLIC_URL")
-    return (public or request.url_root).rstrip("/")
+    if public:
+        return public.rstrip("/")
+    check_host()
+    return request.url_root.rstrip("/")
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def split_host(value, default_port=None):
+    """(lower-case name without brackets, port or ``default_port``) of a ``Host`` value;
+    ValueError when it is not one."""
+    value = (value or "").strip().lower()
+    if value.startswith("["):
+        name, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(value)
+        port = rest[1:] if rest else None
+    elif value.count(":") == 1:
+        name, port = value.split(":")
+    else:  # a name, or an IPv6 address without brackets (as a setting may say it)
+        name, port = value, None
+    if not name or any(c in name for c in "/\\@ ?#[]"):
+        raise ValueError(value)
+    if port is None:
+        return name, default_port
+    if not port.isdigit():
+        raise ValueError(value)
+    return name, int(port)
+
+
+def server_addresses(environ):
+    """The (address, port) pairs this request reached the server at, never from ``Host``:
+    gunicorn's socket (its SERVER_NAME comes from ``Host``), else SERVER_NAME/SERVER_PORT
+    (Werkzeug's bound address; in-process calls' own URL) and Werkzeug's socket."""
+    found = []
+    sockets = [environ.get("gunicorn.socket")]
+    if sockets[0] is None:
+        sockets = [environ.get("werkzeug.socket")]
+        try:
+            found.append((environ.get("SERVER_NAME", ""), int(environ.get("SERVER_PORT"))))
+        except (TypeError, ValueError):
+            pass
+    for sock in sockets:
+        try:
+            name, port = sock.getsockname()[:2]
+            found.append((str(name), int(port)))
+        except (AttributeError, OSError, TypeError, ValueError):
+            pass
+    return [(name.strip("[]").lower(), port) for name, port in found
+            if name.strip("[]") not in _WILDCARDS]
+
+
+def host_allowed(host, environ, allowed=()):
+    """Whether a request with ``Host: host`` may have URLs built from it: the server's own
+    address, a loopback name on the server's port, or an entry of ``allowed`` (``name``
+    for any port, ``name:port``, ``*`` for any host)."""
+    default = 443 if environ.get("wsgi.url_scheme") == "https" else 80
+    try:
+        name, port = split_host(host, default)
+    except ValueError:
+        return False
+    addresses = server_addresses(environ)
+    if (name, port) in addresses:
+        return True
+    if name in LOOPBACK_NAMES and port in {p for _, p in addresses}:
+        return True
+    for entry in allowed:
+        if entry.strip() == "*":
+            return True
+        try:
+            allowed_name, allowed_port = split_host(entry)
+        except ValueError:
+            continue
+        if allowed_name == name and allowed_port in (None, port):
+            return True
+    return False
+
+
+def check_host():
+    """400 ``unknown host`` unless :func:`host_allowed` accepts this request's ``Host``:
+    a forged one would otherwise reach status, result and file URLs handed to callers."""
+    allowed = current_app.config.get("FALWEB_LOCAL_ALLOWED_HOSTS") or []
+    if isinstance(allowed, str):
+        allowed = [allowed]
+    if not host_allowed(request.host, request.environ, allowed):
+        raise errors.detail(400, f"Unknown host {request.host!r}: this runtime answers at its "
+                                 "own address or a name in FALWEB_LOCAL_ALLOWED_HOSTS (or set "
+                                 "FALWEB_LOCAL_PUBLIC_URL)")
 
 
 def find_endpoint(endpoint_id):

@@ -1,18 +1,18 @@
 """File inputs: the runtime's own storage URLs, Base64 data URIs, or public http(s) URLs.
 
 Public URLs are fetched with a size limit and a timeout, never from loopback, private,
-link-local or other non-global addresses (checked for every address the name resolves to,
-and again on each redirect hop). Image inputs are checked from their header, before any
-pixel is decoded: a file that is not an image, or one with more pixels than allowed (a
-"decompression bomb": a small file that decodes to gigabytes), is refused.
+link-local or other non-global addresses: each connection (each redirect hop) resolves the
+name once, checks every address and connects only to those (:mod:`falweb.local.netguard`),
+so a resolver that changes its answer between a check and the connection gains nothing.
+Image inputs are checked from their header, before any pixel is decoded: a file that is
+not an image, or one with more pixels than allowed (a "decompression bomb": a small file
+that decodes to gigabytes), is refused.
 """
 
 import base64
 import binascii
 import io
-import ipaddress
 import re
-import socket
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
@@ -20,6 +20,9 @@ import requests
 from PIL import Image
 from PIL import UnidentifiedImageError
 
+from falweb.local.netguard import AddressRefused
+from falweb.local.netguard import public_session
+from falweb.local.netguard import refusal
 from falweb.local.storage import NotFound
 
 FETCH_TIMEOUT = (5, 15)
@@ -27,6 +30,8 @@ MAX_REDIRECTS = 3
 _DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*)(;base64)?,(.*)$",
                        re.DOTALL)
 _OWN_FILE = re.compile(r"/cdn/files/([A-Za-z0-9]+)/[^/]+$")
+PRIVATE_URL = ("URL points to a private or local address; only public URLs, data URIs or "
+               "uploaded files are accepted")
 
 
 def _image_formats():
@@ -64,29 +69,31 @@ def decode_data_uri(value, limit):
     return data, content_type
 
 
-def _check_public(host):
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        raise InputFileError(f"Cannot resolve host {host!r}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global:
-            raise InputFileError("URL points to a private or local address; only public "
-                                 "URLs, data URIs or uploaded files are accepted")
-
-
 def fetch_public(url, limit, session=None):
-    """(bytes, content type the server declared) at a public http(s) URL."""
-    session = session or requests
+    """(bytes, content type the server declared) at a public http(s) URL.
+
+    Each hop (redirects included) connects through :mod:`falweb.local.netguard`: the name
+    is resolved once and only its public addresses are connected to.
+    """
+    own = session is None
+    session = session or public_session()
+    try:
+        return _fetch(session, url, limit)
+    finally:
+        if own:
+            session.close()
+
+
+def _fetch(session, url, limit):
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InputFileError("Only http(s) URLs are accepted")
-        _check_public(parts.hostname)
         try:
             answer = session.get(url, stream=True, timeout=FETCH_TIMEOUT, allow_redirects=False)
-        except requests.RequestException as exc:
+        except (requests.RequestException, AddressRefused) as exc:
+            if refusal(exc) is not None:
+                raise InputFileError(PRIVATE_URL) from None
             raise InputFileError(f"Could not fetch the URL ({type(exc).__name__})") from None
         with answer:
             if answer.is_redirect and answer.headers.get("location"):

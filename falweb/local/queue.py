@@ -46,6 +46,7 @@ class Job:
     cancel_requested: bool
     attempts: int
     webhook_url: str | None
+    webhook_trusted: bool
     headers: dict
     result: dict | None
     result_status: int | None
@@ -70,6 +71,7 @@ class Job:
             cancel_requested=bool(row["cancel_requested"]),
             attempts=row["attempts"],
             webhook_url=row["webhook_url"],
+            webhook_trusted=bool(row["webhook_trusted"]),
             headers=json.loads(row["headers"]),
             result=json.loads(row["result"]) if row["result"] is not None else None,
             result_status=row["result_status"],
@@ -96,10 +98,12 @@ class JobQueue:
     # -- callers' side --------------------------------------------------------------------
 
     def submit(self, endpoint_id, app_base, input, base_url, *, priority="normal",
-               webhook_url=None, headers=None, start_timeout=None):
+               webhook_url=None, webhook_trusted=False, headers=None, start_timeout=None):
         """Store a new job (committed before this returns) and give back its Job.
 
-        ``start_timeout`` (seconds): fail the job if no worker has started it by then.
+        ``webhook_trusted``: the webhook URL was allowed as local (see
+        :class:`~falweb.local.delivery.WebhookPolicy`). ``start_timeout`` (seconds): fail
+        the job if no worker has started it by then.
         """
         request_id = str(uuid.uuid4())
         now = time.time()
@@ -107,11 +111,11 @@ class JobQueue:
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO jobs (request_id, endpoint_id, app_base, input, base_url, priority,"
-                " webhook_url, headers, created_at, start_deadline)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " webhook_url, webhook_trusted, headers, created_at, start_deadline)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (request_id, endpoint_id, app_base, json.dumps(input), base_url,
-                 PRIORITIES.get(priority, 0), webhook_url, json.dumps(headers or {}), now,
-                 deadline),
+                 PRIORITIES.get(priority, 0), webhook_url, int(bool(webhook_trusted)),
+                 json.dumps(headers or {}), now, deadline),
             )
         return self.get(request_id)
 
@@ -178,6 +182,25 @@ class JobQueue:
         counts = {IN_QUEUE: 0, IN_PROGRESS: 0, COMPLETED: 0}
         counts.update({r["status"]: r["n"] for r in rows})
         return counts
+
+    def purge(self, cutoff, batch=200, max_attempts=10):
+        """Delete up to ``batch`` jobs that finished before ``cutoff`` (epoch seconds), with
+        their logs and delivered (or given up) webhook; a job whose webhook is still being
+        delivered stays. One short transaction; returns the number deleted."""
+        keep_undelivered = (
+            "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.request_id = jobs.request_id"
+            " AND d.delivered_at IS NULL AND d.attempts < ?)")
+        with self.db.transaction() as conn:
+            ids = [row["request_id"] for row in conn.execute(
+                f"SELECT request_id FROM jobs WHERE status = ? AND finished_at < ?"
+                f" AND {keep_undelivered} LIMIT ?",
+                (COMPLETED, cutoff, max_attempts, batch))]
+            if not ids:
+                return 0
+            marks = ", ".join("?" * len(ids))
+            for table in ("logs", "deliveries", "jobs"):
+                conn.execute(f"DELETE FROM {table} WHERE request_id IN ({marks})", ids)
+        return len(ids)
 
     # -- workers' side --------------------------------------------------------------------
 

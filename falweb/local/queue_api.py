@@ -14,6 +14,7 @@ from flask import request
 from flask import stream_with_context
 
 from falweb.local import errors
+from falweb.local.delivery import WebhookRefused
 from falweb.local.http import app_base
 from falweb.local.http import base_url
 from falweb.local.http import check_input_files
@@ -69,24 +70,28 @@ def find_job(base, request_id):
 @bp.post("/<path:endpoint_id>")
 def submit(endpoint_id):
     """Queue a request: 200 ``{status, request_id, response_url, status_url, cancel_url,
-    queue_position}``; 404 unknown endpoint; 422 invalid input or webhook."""
+    queue_position}``; 404 unknown endpoint; 422 invalid input, or a webhook that is not an
+    http(s) URL or names a private or local address (not allowed by the runtime)."""
     endpoint = find_endpoint(endpoint_id)
     input = validated_input(endpoint, json_body())
     check_input_files(endpoint, input)
+    rt = runtime()
     webhook = request.args.get("fal_webhook")
-    if webhook is not None and not webhook.startswith(("http://", "https://")):
-        raise errors.validation([{"loc": ["query", "fal_webhook"],
-                                  "msg": "fal_webhook must be an http(s) URL",
-                                  "type": "value_error.url"}])
+    trusted = False
+    if webhook is not None:
+        try:
+            trusted = rt.webhooks.check(webhook)
+        except WebhookRefused as exc:
+            raise errors.validation([{"loc": ["query", "fal_webhook"], "msg": str(exc),
+                                      "type": "value_error.url"}]) from None
     priority = request.headers.get("x-fal-queue-priority", "normal").strip().lower()
     if priority not in PRIORITIES:
         raise errors.validation([{"loc": ["header", "x-fal-queue-priority"],
                                   "msg": "must be 'normal' or 'low'", "type": "value_error"}])
     headers = {k: request.headers[k] for k in KEPT_HEADERS if k in request.headers}
-    rt = runtime()
     job = rt.queue.submit(endpoint_id.strip("/"), app_base(endpoint_id), input, base_url(),
-                          priority=priority, webhook_url=webhook, headers=headers,
-                          start_timeout=_start_timeout())
+                          priority=priority, webhook_url=webhook, webhook_trusted=trusted,
+                          headers=headers, start_timeout=_start_timeout())
     rt.wake()
     body = {"status": IN_QUEUE, "request_id": job.request_id, **urls(job),
             "queue_position": rt.queue.queue_position(job)}

@@ -3,6 +3,12 @@
 A running job keeps its lease through a heartbeat (one thread for the whole runtime), not
 only at each engine step: encoding and storing the outputs, or a long first model load,
 can take longer than the lease, and another worker must not start the job again meanwhile.
+
+A maintenance thread applies the retention (:meth:`Runtime.cleanup`) at start and every
+``CLEANUP_INTERVAL`` seconds: expired files and uploads, finished jobs and their delivered
+webhooks go, in small batches of short transactions, so requests and workers never wait
+long for the write lock. With several processes on one instance folder, one of them runs
+it per interval (claimed in the database).
 """
 
 import atexit
@@ -16,6 +22,7 @@ from PIL import Image
 
 from falweb.local.db import Database
 from falweb.local.delivery import Deliveries
+from falweb.local.delivery import WebhookPolicy
 from falweb.local.engines import Cancelled
 from falweb.local.engines import EngineContext
 from falweb.local.engines import InvalidInput
@@ -27,12 +34,18 @@ from falweb.local.queue import CANCELLED_ERROR
 from falweb.local.queue import CANCELLED_ERROR_TYPE
 from falweb.local.queue import JobQueue
 from falweb.local.storage import Storage
+from falweb.local.storage import StorageFull
 from falweb.local.tokens import Tokens
 from falweb.local.tokens import WebhookKey
 
 log = logging.getLogger("falweb.local")
 
 IDLE_WAIT = 0.05
+#: Seconds between two runs of the retention cleanup (in any process on the folder).
+CLEANUP_INTERVAL = 300.0
+#: Rows per cleanup transaction: each holds the write lock for a few milliseconds.
+CLEANUP_BATCH = 200
+INSUFFICIENT_STORAGE_ERROR_TYPE = "insufficient_storage"
 
 
 class Interrupted(Exception):
@@ -48,7 +61,8 @@ class Runtime:
         engine = (config.get("FALWEB_LOCAL_ENGINE") or "preview").strip().lower()
         if engine == "diffusers":
             options = {"model": config.get("FALWEB_LOCAL_MODEL") or "",
-                       "device": config.get("FALWEB_LOCAL_DEVICE") or ""}
+                       "device": config.get("FALWEB_LOCAL_DEVICE") or "",
+                       "weights_dirs": weights_dirs(config)}
         else:
             options = {"step_delay": config["FALWEB_LOCAL_STEP_DELAY"]}
         self.engine = get_engine(engine, **options)
@@ -58,10 +72,14 @@ class Runtime:
         self.db = Database(os.path.join(folder, "runtime.sqlite3"))
         self.queue = JobQueue(self.db, float(config["FALWEB_LOCAL_LEASE_SECONDS"]))
         self.storage = Storage(self.db, os.path.join(folder, "files"),
-                               config["FALWEB_LOCAL_MAX_UPLOAD_BYTES"])
+                               config["FALWEB_LOCAL_MAX_UPLOAD_BYTES"],
+                               config.get("FALWEB_LOCAL_MAX_STORAGE_BYTES") or 0)
         self.tokens = Tokens(folder, config["FALWEB_LOCAL_MAX_TOKEN_SECONDS"])
         self.webhook_key = WebhookKey(folder)
+        self.webhooks = WebhookPolicy(_as_list(config.get("FALWEB_LOCAL_WEBHOOK_ALLOWED_URLS")))
         self.deliveries = Deliveries(self.db, self.webhook_key)
+        self.file_retention = float(config.get("FALWEB_LOCAL_FILE_RETENTION_SECONDS") or 0)
+        self.job_retention = float(config.get("FALWEB_LOCAL_JOB_RETENTION_SECONDS") or 0)
         self.max_fetch_bytes = int(config["FALWEB_LOCAL_MAX_FETCH_BYTES"])
         self.max_input_pixels = int(config["FALWEB_LOCAL_MAX_INPUT_PIXELS"])
         self.max_output_pixels = int(config["FALWEB_LOCAL_MAX_OUTPUT_PIXELS"])
@@ -88,6 +106,7 @@ class Runtime:
             self._spawn(self._work, f"falweb-local-worker-{len(self._threads)}-{n}")
         if first:
             self._spawn(lambda: self.deliveries.run(self._stop), "falweb-local-webhooks")
+            self._spawn(self._maintain, "falweb-local-cleanup")
             self._keeper = threading.Thread(target=self._keep_leases, daemon=True,
                                             name="falweb-local-leases")
             self._keeper.start()
@@ -113,7 +132,21 @@ class Runtime:
         self._keeper_stop.set()
         if self._keeper is not None:
             self._keeper.join(timeout=10)
+        self.deliveries.close()
         self.db.close()
+
+    def allow_webhook_prefix(self, prefix):
+        """Let webhooks go to URLs under ``prefix`` although it is a local or private
+        address (webhooks otherwise go to public addresses only).
+
+        For an app that embeds the runtime and has it deliver webhooks to itself
+        (``http://127.0.0.1:<port>/webhooks/fal``): call it with that URL before submitting
+        requests that name it. A prefix matches URLs of the same scheme, host and port
+        whose path is the prefix's path or below it. Jobs submitted with an allowed URL are
+        delivered as allowed by whichever process delivers them. ``ValueError`` when
+        ``prefix`` is not an http(s) URL.
+        """
+        self.webhooks.allow(prefix)
 
     def wake(self):
         """A job was submitted: let an idle worker look now rather than at its next poll."""
@@ -123,6 +156,55 @@ class Runtime:
         return {"status": "ok", "engine": self.engine.name,
                 "synthetic": self.engine.synthetic,
                 "workers": int(self.config["FALWEB_LOCAL_WORKERS"]), "jobs": self.queue.counts()}
+
+    # -- retention ------------------------------------------------------------------------
+
+    def _maintain(self):
+        while not self._stop.is_set():
+            try:
+                if self._claim_cleanup():
+                    self.cleanup()
+            except Exception:
+                log.exception("the retention cleanup failed")
+            self._stop.wait(CLEANUP_INTERVAL)
+
+    def _claim_cleanup(self, now=None):
+        """True for the one process that should run the cleanup now (none ran it within
+        the interval)."""
+        now = time.time() if now is None else now
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT ran_at FROM maintenance WHERE task = 'cleanup'"
+                               ).fetchone()
+            if row is not None and now - CLEANUP_INTERVAL < row["ran_at"] <= now:
+                return False
+            conn.execute("INSERT OR REPLACE INTO maintenance (task, ran_at)"
+                         " VALUES ('cleanup', ?)", (now,))
+        return True
+
+    def cleanup(self, now=None, batch=CLEANUP_BATCH):
+        """Apply the retention once: delete expired files and uploads (rows, then folders),
+        finished jobs (with logs and delivered webhooks) and folders left without a row.
+        Batches of ``batch`` rows, one short transaction each. Returns what it deleted:
+        ``{"files": n, "jobs": n, "deliveries": n, "folders": n}``."""
+        now = time.time() if now is None else now
+        done = {"files": 0, "jobs": 0, "deliveries": 0, "folders": 0}
+        steps = [("files", lambda: self.storage.expire(now, self.file_retention, batch))]
+        if self.job_retention:
+            cutoff = now - self.job_retention
+            steps += [("jobs", lambda: self.queue.purge(cutoff, batch)),
+                      ("deliveries", lambda: self.deliveries.purge(cutoff, batch))]
+        for name, step in steps:
+            while not self._stop.is_set():
+                count = step()
+                done[name] += count
+                if count < batch:
+                    break
+                time.sleep(0.001)  # let waiting writers in between batches
+        if not self._stop.is_set():
+            done["folders"] = self.storage.sweep(now, stop=self._stop)
+        if any(done.values()):
+            log.info("retention cleanup: %s", done)
+        return done
 
     # -- running jobs ---------------------------------------------------------------------
 
@@ -212,8 +294,11 @@ class Runtime:
         except InvalidInput as exc:
             return _invalid(exc)
 
+        saved = []
+
         def save(data, content_type, file_name):
             file_id, name = self.storage.save(data, content_type, file_name)
+            saved.append(file_id)
             return f"{base_url.rstrip('/')}/cdn/files/{file_id}/{name}"
 
         ctx = EngineContext(endpoint, log=log_line, progress=progress, save=save, files=files)
@@ -221,6 +306,11 @@ class Runtime:
             return self.engine.run(input, ctx), 200, None, None
         except InvalidInput as exc:
             return _invalid(exc)
+        except StorageFull as exc:
+            # The outputs already stored are of no use without the rest: none stays.
+            for file_id in saved:
+                self.storage.delete(file_id)
+            return ({"detail": str(exc)}, 507, str(exc), INSUFFICIENT_STORAGE_ERROR_TYPE)
         except Cancelled:
             return {"detail": CANCELLED_ERROR}, 400, CANCELLED_ERROR, CANCELLED_ERROR_TYPE
         except Interrupted:
@@ -275,6 +365,19 @@ class Runtime:
                 raise InvalidInput(field, str(exc)) from None
             files[field] = data
         return files
+
+
+def _as_list(value):
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def weights_dirs(config):
+    """The folders the diffusers engine loads LoRAs and embeddings from:
+    FALWEB_LOCAL_WEIGHTS_DIRS, or ``<instance>/weights``."""
+    listed = _as_list(config.get("FALWEB_LOCAL_WEIGHTS_DIRS"))
+    return listed or [os.path.join(config["FALWEB_INSTANCE_PATH"], "weights")]
 
 
 def _invalid(exc):

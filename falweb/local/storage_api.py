@@ -7,6 +7,7 @@ client's CDN flow). CDN side (``/cdn/...``, for ``v3.fal.media``): ``PUT uploads
 multipart variant, and ``GET files/<id>/<name>`` downloads.
 """
 
+import re
 from datetime import UTC
 from datetime import datetime
 
@@ -144,6 +145,7 @@ def files_upload():
     try:
         storage.write(upload_id, _body_chunks(), None, request.content_length)
     except StorageError as exc:
+        storage.delete(file_id)  # one call, one file: a refused one leaves nothing
         raise _storage_error(exc) from None
     return jsonify({"access_url": _file_url(file_id, name)})
 
@@ -171,14 +173,40 @@ def files_complete(file_id, name, upload_id):
     return jsonify({"access_url": answer.get_json()["file_url"]})
 
 
+#: Types a browser may show in place: media it renders itself, and plain text. Anything
+#: else (HTML, SVG, XML, JavaScript, PDF...) is an attachment: served inline from the app's
+#: origin, an uploaded page could script that origin (read its CSRF tokens).
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/avif",
+                          "video/mp4", "video/webm", "text/plain"})
+#: The stored file is a document of its own, never a page of the origin: no script, no
+#: plugin, no same-origin access, nothing loaded.
+FILE_CSP = "sandbox; default-src 'none'"
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+
+
+def served_type(content_type):
+    """(MIME type to send, inline?) for a stored file's declared content type: the bare
+    type (no parameters), ``application/octet-stream`` when it is not a MIME type."""
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    if not _MIME.fullmatch(mime):
+        return "application/octet-stream", False
+    return mime, mime in INLINE_TYPES or mime.startswith("audio/")
+
+
 @cdn_bp.get("/files/<file_id>/<name>")
 def download(file_id, name):
-    """The file with its content type (conditional and range requests work); 404 unknown."""
+    """The file with its content type (conditional and range requests work), inline for
+    :data:`INLINE_TYPES` and audio, an attachment otherwise; always ``nosniff`` and a
+    sandboxing CSP. 404 unknown."""
     try:
         path, content_type, file_name, _ = runtime().storage.get(file_id)
     except StorageError as exc:
         raise _storage_error(exc) from None
     if name != file_name:
         raise errors.detail(404, "File not found")
-    return send_file(path, mimetype=content_type, conditional=True, max_age=3600,
-                     download_name=file_name)
+    mime, inline = served_type(content_type)
+    response = send_file(path, mimetype=mime, conditional=True, max_age=3600,
+                         as_attachment=not inline, download_name=file_name)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = FILE_CSP
+    return response

@@ -14,7 +14,9 @@ checker: ``has_nsfw_concepts`` is always false.
 Pipeline calls are serialized (one lock); the model loads once, on first use. Each step
 reports through ``ctx.progress``, whose exceptions (cancel, runtime stopping) abort the
 pipeline at once. LoRAs and textual-inversion embeddings must be local ``.safetensors``
-files or folders (no URLs, no pickles); they are unloaded after each request.
+files or folders (no URLs, no pickles) inside the weights folders (``weights_dirs``:
+FALWEB_LOCAL_WEIGHTS_DIRS, see :mod:`~falweb.local.engines.weights`); any other path is a
+422 naming the field. They are unloaded after each request.
 """
 
 import importlib.util
@@ -25,9 +27,11 @@ import time
 
 from PIL import ImageOps
 
+from falweb.local.engines import InvalidInput
 from falweb.local.engines.outputs import common_inputs
 from falweb.local.engines.outputs import fal_output
 from falweb.local.engines.outputs import image_output
+from falweb.local.engines.weights import weights_file
 
 #: torch's generators take signed 64-bit seeds; fal's seeds are uint64.
 TORCH_SEED_MODULUS = 2**63
@@ -57,30 +61,6 @@ def _round8(value):
     return max(8, (int(value) + 4) // 8 * 8)  # the nearest multiple of 8, halves up
 
 
-def _local_path(value, field):
-    """The local file or folder that ``value`` names; ValueError naming ``field`` otherwise."""
-    path = value[len("file://"):] if value.startswith("file://") else value
-    if "://" in path or not os.path.exists(path):
-        raise ValueError(f"{field}: {value!r} is not a local file or folder; the diffusers "
-                         "engine loads only local .safetensors files (no downloads)")
-    return os.path.abspath(path)
-
-
-def _safetensors_file(path, field, preferred):
-    """``path`` itself, or the .safetensors file to use inside the folder ``path``."""
-    if os.path.isfile(path):
-        if not path.endswith(".safetensors"):
-            raise ValueError(f"{field}: only .safetensors files are accepted, not {path!r}")
-        return path
-    names = sorted(n for n in os.listdir(path) if n.endswith(".safetensors"))
-    if preferred in names:
-        return os.path.join(path, preferred)
-    if len(names) == 1:
-        return os.path.join(path, names[0])
-    raise ValueError(f"{field}: folder {path!r} holds {len(names)} .safetensors files; "
-                     f"name one (or call it {preferred})")
-
-
 def _model_source(model):
     """Check that ``model`` is on disk without loading anything heavy; a clear error if not."""
     if not model:
@@ -107,7 +87,7 @@ class DiffusersEngine:
     name = "diffusers"
     synthetic = False
 
-    def __init__(self, model="", device="", step_delay=0.0):
+    def __init__(self, model="", device="", step_delay=0.0, weights_dirs=()):
         missing = [m for m in REQUIRED_MODULES if importlib.util.find_spec(m) is None]
         if missing:
             raise RuntimeError(f"the diffusers engine needs {', '.join(missing)}: "
@@ -117,6 +97,7 @@ class DiffusersEngine:
         self.model = _model_source(model)
         self.device = device
         self.step_delay = float(step_delay)
+        self.weights_dirs = list(weights_dirs)
         self._lock = threading.Lock()
         self._pipe = None
         self._torch = None
@@ -169,6 +150,9 @@ class DiffusersEngine:
         try:
             pipe = self._load(ctx)
             return self._run(pipe, input, ctx)
+        except InvalidInput as exc:
+            ctx.log(f"{exc.field}: {exc.message}", "ERROR")
+            raise
         except (ValueError, RuntimeError, OSError) as exc:
             # The job's error names only the exception's type: say what went wrong here.
             ctx.log(f"{type(exc).__name__}: {exc}", "ERROR")
@@ -268,8 +252,8 @@ class DiffusersEngine:
         names, scales = [], []
         for index, lora in enumerate(loras):
             field = f"loras[{index}].path"
-            path = _safetensors_file(_local_path(lora["path"], field), field,
-                                     "pytorch_lora_weights.safetensors")
+            path = weights_file(lora["path"], field, self.weights_dirs,
+                                "pytorch_lora_weights.safetensors")
             name = f"lora{index}"
             try:
                 pipe.load_lora_weights(os.path.dirname(path), weight_name=os.path.basename(path),
@@ -292,8 +276,8 @@ class DiffusersEngine:
         try:
             for index, embedding in enumerate(embeddings):
                 field = f"embeddings[{index}].path"
-                path = _safetensors_file(_local_path(embedding["path"], field), field,
-                                         "learned_embeds.safetensors")
+                path = weights_file(embedding["path"], field, self.weights_dirs,
+                                    "learned_embeds.safetensors")
                 tokens = list(embedding.get("tokens") or ["<s0>", "<s1>"])
                 vectors = self._embedding_vectors(load_file(path), field)
                 if len(tokens) not in (1, vectors.shape[0]):
