@@ -43,16 +43,11 @@ def _configure_logging(level):
 
 def _secret_key(instance_path):
     # One random key kept on disk, so every gunicorn worker signs sessions the same way.
+    from falweb.instance_files import read_or_create
+
     path = os.path.join(instance_path, "secret_key")
     try:
-        with open(path) as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        key = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key)
-        return key
+        return read_or_create(path, lambda: secrets.token_hex(32).encode()).decode().strip()
     except OSError:
         return secrets.token_hex(32)
 

@@ -14,6 +14,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from falweb.instance_files import read_or_create
+
 ISSUER = "falweb-local"
 
 
@@ -21,26 +23,10 @@ class TokenError(Exception):
     """A token that is missing, malformed, expired or not for this app."""
 
 
-def _read_or_create(path, make):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        data = make()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process won the race; use its secret
-            with open(path, "rb") as f:
-                return f.read()
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return data
-
-
 class Tokens:
     def __init__(self, folder, max_seconds=3600):
         self.max_seconds = int(max_seconds)
-        self._secret = _read_or_create(os.path.join(folder, "token_secret"),
+        self._secret = read_or_create(os.path.join(folder, "token_secret"),
                                        lambda: secrets.token_bytes(32))
 
     def issue(self, allowed_apps, expiration=120):
@@ -69,7 +55,7 @@ class WebhookKey:
     """The runtime's Ed25519 key; its public half is served as a JWKS."""
 
     def __init__(self, folder):
-        pem = _read_or_create(
+        pem = read_or_create(
             os.path.join(folder, "webhook_ed25519.pem"),
             lambda: Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
