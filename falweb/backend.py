@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import requests
 from flask import current_app
+from flask import g
 from flask import has_request_context
 from flask import request
 from requests.adapters import HTTPAdapter
@@ -64,16 +65,29 @@ class _Guarded:
         # only the app's users can get one (/rest/tokens/ is behind this guard).
         tokened = "fal_jwt_token=" in environ.get("QUERY_STRING", "")
         if not (open_file or tokened) and method != "OPTIONS":
-            from falweb import auth
-
-            with self.app.request_context(dict(environ)):
-                user = auth.identify()
-            if user is None:
-                body = b'{"detail": "Unauthorized: log in to the app or send an API token"}'
-                start_response("401 Unauthorized", [("Content-Type", "application/json"),
-                                                    ("Content-Length", str(len(body)))])
-                return [body]
+            refused = self._refusal(environ, method, path)
+            if refused is not None:
+                return refused(environ, start_response)
         return self.local(environ, start_response)
+
+    def _refusal(self, environ, method, path):
+        """The answer that refuses this call (401, or 429 over the caller's limits), or
+        None. The same user and the same limits as the proxy: a direct call is one."""
+        from falweb import auth
+        from falweb import limits
+
+        with self.app.request_context(dict(environ)):
+            g.auth_mode = auth.mode_of()
+            g.user = auth.identify(mode=g.auth_mode)
+            if g.user is None:
+                return self.app.response_class(
+                    b'{"detail": "Unauthorized: log in to the app or send an API token"}',
+                    status=401, mimetype="application/json")
+            # As the canonical fal URL the call stands for, so it counts as the proxy's would.
+            canonical = Hosts("http://embedded").canonical("http://embedded" + path)
+            if canonical.startswith("https://"):
+                return limits.check_proxy_call(method, canonical)
+        return None
 
 
 def local_app(app=None):

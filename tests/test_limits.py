@@ -230,6 +230,27 @@ def test_submits_count_together_on_the_pages_and_through_the_proxy(tmp_path):
         assert proxy_submit(server, tokens["bob"], "127.0.0.3").status_code == 200
 
 
+def test_direct_calls_to_the_runtime_count_like_proxy_calls(tmp_path):
+    # The embedded runtime's API at /local is another door to the same backend.
+    with team(tmp_path, FALWEB_LIMIT_SUBMITS="2/minute") as (server, tokens):
+        alice = session_from("127.0.0.6")
+        alice.headers["Authorization"] = f"Bearer {tokens['alice']}"
+        with alice:
+            for _ in range(2):
+                answer = alice.post(server.url + "/local/queue/fal-ai/fast-sdxl", timeout=30,
+                                    json={"prompt": "direct", "num_inference_steps": 1})
+                assert answer.status_code == 200, answer.text
+            assert_fal_429(alice.post(server.url + "/local/run/fal-ai/fast-sdxl", timeout=30,
+                                      json={"prompt": "direct"}), "2 per 1 minute")
+            # Through the proxy, the same count.
+            assert_fal_429(proxy_submit(server, tokens["alice"], "127.0.0.6"), "2 per 1 minute")
+            # Reading a status is no submit.
+            request_id = answer.json()["request_id"]
+            status = alice.get(f"{server.url}/local/queue/fal-ai/fast-sdxl/requests/"
+                               f"{request_id}/status", timeout=30)
+            assert status.status_code in (200, 202)
+
+
 def test_an_address_over_its_limit_is_refused_whoever_asks(tmp_path):
     with team(tmp_path, FALWEB_LIMIT_SUBMITS="2/minute") as (server, tokens):
         for _ in range(2):
