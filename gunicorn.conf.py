@@ -3,9 +3,10 @@
 Threaded workers (gthread): live-mode websockets and SSE relays each hold a thread for as
 long as they last, which the sync worker would kill at ``timeout``; an idle thread costs
 little, so there are many. Live sessions are capped per worker (FALWEB_LIVE_MAX_SESSIONS,
-48) so that they never take every thread, and gunicorn hands slow clients back to its poller
-instead of holding a thread for them. Override any of these on the command line or with
-GUNICORN_CMD_ARGS.
+half the threads) so that they never take every thread. A client that trickles its request
+holds a thread until it is done (gunicorn only hands back connections that send nothing):
+in public, a reverse proxy that buffers requests (nginx, Caddy) must stand in front. Override
+any of these on the command line or with GUNICORN_CMD_ARGS.
 """
 
 import os
@@ -14,6 +15,8 @@ bind = os.environ.get("FALWEB_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("FALWEB_GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("FALWEB_GUNICORN_THREADS", "128"))
+# Live sessions may take at most half of a worker's threads (the app reads this at start).
+os.environ.setdefault("FALWEB_LIVE_MAX_SESSIONS", str(max(1, threads // 2)))
 timeout = 60
 graceful_timeout = 20
 accesslog = "-"

@@ -106,3 +106,36 @@ def test_gunicorn_serves_pages_queue_proxy_and_live(gunicorn):
     text = wait_until(stream_logged, timeout=15, interval=0.1,
                       message="the stream in the access log")
     assert "fal_jwt_token" not in text and token not in text
+
+
+@pytest.mark.slow
+def test_live_sessions_do_not_starve_short_requests(gunicorn):
+    # The fixture runs 2 workers of 8 threads. Live sessions once held two threads each and
+    # were not capped, so the 27th session (with 32 threads a worker) stopped /healthz.
+    # Now each holds one, and at most half a worker's threads are live sessions.
+    import time
+
+    url, _ = gunicorn
+    live = url.replace("http", "ws") + "/live/fal-ai/fast-lcm-diffusion/ws"
+    sessions = [websocket.create_connection(live, timeout=15) for _ in range(12)]
+    try:
+        started = time.monotonic()
+        assert requests.get(url + "/healthz", timeout=10).status_code == 200
+        assert time.monotonic() - started < 5
+        served = busy = 0
+        for ws in sessions:
+            try:
+                ws.send(json.dumps({"prompt": "still here", "image_size": "square",
+                                    "num_inference_steps": 1}))
+                while (message := json.loads(ws.recv()))["type"] not in ("result", "error"):
+                    pass
+            except (OSError, websocket.WebSocketException):
+                busy += 1  # told "busy" and closed before our input arrived
+                continue
+            served += message["type"] == "result"
+            busy += message.get("error") == "BUSY"
+        # At most 4 a worker (however gunicorn spread them): the rest were told "busy".
+        assert 4 <= served <= 8 and served + busy == 12, (served, busy)
+    finally:
+        for ws in sessions:
+            ws.close()
