@@ -3,6 +3,7 @@ or a traceback in the log (the runtime's own routes are fuzzed in test_local_fuz
 
 import json
 import logging
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck
@@ -32,13 +33,16 @@ def routes(app):
 
 
 def build_path(rule, values):
+    """The rule's path with ``values`` in its variables, percent-encoded as a browser would
+    send them (a ``?`` in a value is part of the path, not a query)."""
     path = rule.rule
     for argument in rule.arguments:
         converter = rule._converters[argument].__class__.__name__
         value = "0" if converter == "IntegerConverter" else values.pop(0) if values else "x"
-        path = path.replace(f"<{'int:' if converter == 'IntegerConverter' else ''}"
-                            f"{'path:' if converter == 'PathConverter' else ''}{argument}>",
-                            value.replace("/", "%2F") if converter != "PathConverter" else value)
+        placeholder = (f"<{'int:' if converter == 'IntegerConverter' else ''}"
+                       f"{'path:' if converter == 'PathConverter' else ''}{argument}>")
+        safe = "/%" if converter == "PathConverter" else "%"
+        path = path.replace(placeholder, quote(value, safe=safe))
     return path
 
 
