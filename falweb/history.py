@@ -21,6 +21,8 @@ import time
 from flask import current_app
 from flask import g
 
+from falweb.sqlite_wal import enable_wal
+
 DB_NAME = "history.sqlite"
 
 PENDING = ("IN_QUEUE", "IN_PROGRESS")
@@ -94,7 +96,7 @@ def connect(path):
     """A connection to the history database at ``path`` (WAL: several workers share it)."""
     db = sqlite3.connect(path, timeout=10)
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
+    enable_wal(db)
     return db
 
 

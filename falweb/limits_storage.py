@@ -22,6 +22,8 @@ from contextlib import contextmanager
 
 from limits.storage import Storage
 
+from falweb.sqlite_wal import enable_wal
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counter (
     key TEXT PRIMARY KEY,
@@ -82,7 +84,7 @@ class SQLiteStorage(Storage):
             # short as one statement.
             db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                  check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(db)
             # Counters, not records: losing the last writes to a power cut costs nothing.
             db.execute("PRAGMA synchronous=NORMAL")
         try:

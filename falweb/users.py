@@ -18,6 +18,8 @@ import time
 from werkzeug.security import check_password_hash
 from werkzeug.security import generate_password_hash
 
+from falweb.sqlite_wal import enable_wal
+
 DB_NAME = "users.sqlite"
 TOKEN_PREFIX = "falweb_"
 
@@ -77,7 +79,7 @@ class Users:
     def _connect(self):
         db = sqlite3.connect(self.path, timeout=10)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(db)
         db.execute("PRAGMA foreign_keys=ON")
         return _Closing(db)
 

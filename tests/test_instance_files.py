@@ -23,3 +23,20 @@ def test_processes_starting_at_once_share_one_complete_secret(tmp_path):
     assert len(secrets) == 1 and len(secrets.pop()) == 128
     assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["secret"]  # no temporary left behind
+
+
+def test_processes_starting_at_once_on_a_fresh_folder_all_start(tmp_path):
+    # gunicorn starts its workers together: every SQLite file (history, users, limits, the
+    # runtime's queue) is new, and a worker once died on "database is locked" switching it
+    # to WAL while another created its tables.
+    code = textwrap.dedent(f"""
+        from falweb import backend, create_app
+        app = create_app({{"FALWEB_INSTANCE_PATH": {str(tmp_path / "instance")!r}}})
+        backend.embedded_runtime(app).close()
+        print("started")
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 6, [err[-2000:] for _, err in outputs]
+    assert all(out.strip() == "started" for out, _ in outputs)

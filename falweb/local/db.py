@@ -7,6 +7,8 @@ run beside the one writer, and ``busy_timeout`` makes a writer wait instead of f
 import sqlite3
 import threading
 
+from falweb.sqlite_wal import enable_wal
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -127,7 +129,7 @@ class Database:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(conn)
             # NORMAL in WAL mode survives a process crash; only an OS crash can lose the tail.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
