@@ -118,7 +118,9 @@ def init_db(app=None):
     db = connect(db_path(app))
     try:
         db.executescript(SCHEMA)
-        # Columns added after a history file was first created.
+        # Columns added after a history file was first created; one write transaction, so
+        # that workers starting together on an old file do not both add a column.
+        db.execute("BEGIN IMMEDIATE")
         columns = {row[1] for row in db.execute("PRAGMA table_info(request)")}
         if "synthetic" not in columns:
             db.execute("ALTER TABLE request ADD COLUMN synthetic INTEGER NOT NULL DEFAULT 0")
