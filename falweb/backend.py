@@ -157,7 +157,6 @@ class EmbeddedRouter(HTTPAdapter):
     """
 
     def __init__(self, local, base_of, **kwargs):
-
         super().__init__(**kwargs)
         self._local = local
         self._base_of = base_of
@@ -179,13 +178,19 @@ class EmbeddedRouter(HTTPAdapter):
         return adapter
 
 
+def _router(app, base=None, **kwargs):
+    """An :class:`EmbeddedRouter` for ``app``: the runtime's base is ``base`` when given,
+    else learnt from the request (or ``FALWEB_SELF_URL``) at each call."""
+    base_of = (lambda: base) if base else (
+        lambda: local_base(app) if _knows_self(app) else None)
+    return EmbeddedRouter(local_app(app), base_of, max_retries=0, **kwargs)
+
+
 def mounts(app=None):
     """``{prefix: adapter}`` for a session that calls this app's backend (see
     :class:`EmbeddedRouter`); a request context, when there is one, names the base."""
     app = app or current_app._get_current_object()
-    router = EmbeddedRouter(local_app(app), lambda: local_base(app) if _knows_self(app)
-                            else None, pool_maxsize=64, max_retries=0)
-    return {"http://": router}
+    return {"http://": _router(app, pool_maxsize=64)}
 
 
 def _knows_self(app):
@@ -198,11 +203,8 @@ def session(app=None, base=None):
     request to learn it from. Close it when done."""
     app = app or current_app._get_current_object()
     made = requests.Session()
-    local = local_app(app)
-    if local is not None:
-        base_of = (lambda: base) if base else (
-            lambda: local_base(app) if _knows_self(app) else None)
-        made.mount("http://", EmbeddedRouter(local, base_of, max_retries=0))
+    if local_app(app) is not None:
+        made.mount("http://", _router(app, base))
         # Calls that stay in process need no proxy from the environment (and reading it
         # costs a third of an in-process call).
         made.trust_env = False
