@@ -4,16 +4,18 @@ Threaded workers (gthread): live-mode websockets and SSE relays each hold a thre
 long as they last, which the sync worker would kill at ``timeout``; an idle thread costs
 little, so there are many. Live sessions are capped per worker (FALWEB_LIVE_MAX_SESSIONS,
 half the threads) so that they never take every thread. A client that trickles its request
-holds a thread until it is done (gunicorn only hands back connections that send nothing):
-in public, a reverse proxy that buffers requests (nginx, Caddy) must stand in front. Override
-any of these on the command line or with GUNICORN_CMD_ARGS.
+may not hold a thread: falweb's worker class reads each request's headers in the worker's
+poller and hands the request to a thread only once they are complete (within
+FALWEB_HEADER_TIMEOUT seconds, else 408; see falweb/gunicorn_worker.py). Slow *bodies* still
+stream to the app on a thread: in public, a reverse proxy that buffers requests (nginx,
+Caddy) stands in front. Override any of these on the command line or with GUNICORN_CMD_ARGS.
 """
 
 import os
 
 bind = os.environ.get("FALWEB_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("FALWEB_GUNICORN_WORKERS", "2"))
-worker_class = "gthread"
+worker_class = "falweb.gunicorn_worker.HeaderDeadlineWorker"
 threads = int(os.environ.get("FALWEB_GUNICORN_THREADS", "128"))
 # Live sessions may take at most half of a worker's threads (the app reads this at start).
 os.environ.setdefault("FALWEB_LIVE_MAX_SESSIONS", str(max(1, threads // 2)))

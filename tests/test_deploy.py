@@ -1,10 +1,14 @@
 """Deployment as the README says: gunicorn with gthread workers on wsgi:app."""
 
+import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import requests
@@ -15,12 +19,15 @@ from falweb.testing import wait_until
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
-def gunicorn(tmp_path):
+@contextlib.contextmanager
+def serve_gunicorn(tmp_path, workers=2, threads=8, **settings):
+    """gunicorn as the README runs it (gunicorn.conf.py, wsgi:app) on a free port; yields
+    (url, log path) once every worker answers, and stops it after."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_KEY", "FALWEB_"))}
     env.update({"FALWEB_INSTANCE_PATH": str(tmp_path / "instance"),
                 "FALWEB_LOCAL_STEP_DELAY": "0.01", "FALWEB_BIND": "127.0.0.1:0",
-                "FALWEB_GUNICORN_WORKERS": "2", "FALWEB_GUNICORN_THREADS": "8"})
+                "FALWEB_GUNICORN_WORKERS": str(workers),
+                "FALWEB_GUNICORN_THREADS": str(threads), **settings})
     log = tmp_path / "gunicorn.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
@@ -30,14 +37,14 @@ def gunicorn(tmp_path):
     def booted():
         text = log.read_text()
         match = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", text)
-        if match and text.count("Booting worker") >= 2:
+        if match and text.count("Booting worker") >= workers:
             return match
         assert proc.poll() is None, text  # it died: no use waiting
         return None
 
     try:
         url = wait_until(booted, timeout=60, interval=0.1,
-                         message=lambda: f"gunicorn and 2 workers to boot:\n{log.read_text()}"
+                         message=lambda: f"gunicorn and its workers to boot:\n{log.read_text()}"
                          ).group(1)
         # Workers load the app after they boot.
         wait_until(lambda: requests.get(url + "/healthz", timeout=5).status_code == 200,
@@ -47,6 +54,12 @@ def gunicorn(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    with serve_gunicorn(tmp_path) as served:
+        yield served
 
 
 @pytest.mark.slow
@@ -113,7 +126,6 @@ def test_live_sessions_do_not_starve_short_requests(gunicorn):
     # The fixture runs 2 workers of 8 threads. Live sessions once held two threads each and
     # were not capped, so the 27th session (with 32 threads a worker) stopped /healthz.
     # Now each holds one, and at most half a worker's threads are live sessions.
-    import time
 
     url, _ = gunicorn
     live = url.replace("http", "ws") + "/live/fal-ai/fast-lcm-diffusion/ws"
@@ -139,3 +151,50 @@ def test_live_sessions_do_not_starve_short_requests(gunicorn):
     finally:
         for ws in sessions:
             ws.close()
+
+
+def _trickle(url, stop, answers):
+    """A slowloris client: a request head sent a byte every 0.2 s, never finished."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        try:
+            while not stop.is_set():
+                sock.sendall(b"X")
+                stop.wait(0.2)
+            answers.append(b"")
+        except OSError:  # the server closed it: what did it say first?
+            try:
+                answers.append(sock.recv(200))
+            except OSError:
+                answers.append(b"")
+
+
+@pytest.mark.slow
+def test_clients_trickling_headers_hold_no_thread(tmp_path):
+    # One worker of 4 threads: with gunicorn's own gthread worker, 4 clients that trickle
+    # their headers took every thread and /healthz stopped answering until they gave up.
+    with serve_gunicorn(tmp_path, workers=1, threads=4, FALWEB_HEADER_TIMEOUT="3") as (url, _):
+        stop, answers = threading.Event(), []
+        slow = [threading.Thread(target=_trickle, args=(url, stop, answers))
+                for _ in range(20)]
+        for thread in slow:
+            thread.start()
+        try:
+            time.sleep(0.5)  # every slow client connected and mid-head
+            for _ in range(5):
+                assert requests.get(url + "/healthz", timeout=2).status_code == 200
+            # A request whose head arrives in pieces (but in time) is answered normally.
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                for piece in (b"GET /healthz HT", b"TP/1.1\r\nHost: x\r", b"\n\r\n"):
+                    sock.sendall(piece)
+                    time.sleep(0.2)
+                assert sock.recv(100).startswith(b"HTTP/1.1 200")
+            # Past the deadline the slow ones are answered 408 and closed.
+            wait_until(lambda: len(answers) == 20, timeout=15, interval=0.1)
+        finally:
+            stop.set()
+            for thread in slow:
+                thread.join(10)
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[:3]

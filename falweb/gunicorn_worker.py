@@ -1,0 +1,129 @@
+"""gunicorn's threaded worker, with request headers read by the poller before a thread is used.
+
+gunicorn's ``gthread`` worker hands a connection to a thread as soon as its first byte
+arrives; the thread then blocks until the whole request head is in. A client that trickles
+its headers (slowloris) therefore holds a thread for as long as it likes, and a few hundred
+such clients hold them all: ``/healthz`` stops answering. This worker keeps a connection in
+the worker's poller, reading what arrives without blocking, until its head is complete
+(the blank line after the headers); only then does a thread parse and answer it, from the
+bytes already read. A head that is not complete within ``FALWEB_HEADER_TIMEOUT`` seconds
+(default 10) is answered 408 and closed. So slow clients cost a socket each, never a thread.
+
+This is what a buffering reverse proxy (nginx, Caddy) does in front; one is still what a
+public deployment wants, for TLS and for slow *bodies*, which this worker does not buffer
+(request bodies stream through to the app, so that proxy uploads stay flat in memory).
+
+TLS connections (gunicorn's own ``certfile``) and HTTP/2 are handed to threads as gunicorn
+does: their bytes cannot be read before the handshake. The worker relies on the internals
+of gunicorn's ``ThreadWorker`` (``enqueue_req``, ``murder_pending``, the connection's parser),
+hence the version range pinned in ``pyproject.toml`` and the tests in ``tests/test_deploy.py``.
+"""
+
+import collections
+import os
+import selectors
+import time
+from functools import partial
+
+from gunicorn.workers.gthread import ThreadWorker
+
+HEADER_END = b"\r\n\r\n"
+# A head that grows past this without ending is the parser's to refuse (431/400 by
+# gunicorn's own limits); reading on would only buffer more of it.
+MAX_HEAD = 64 * 1024
+TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                  b"Content-Length: 0\r\n\r\n")
+
+
+class HeaderDeadlineWorker(ThreadWorker):
+    """``gthread`` with request heads read by the poller, within a deadline."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.header_timeout = float(os.environ.get("FALWEB_HEADER_TIMEOUT", "10"))
+        # Connections whose head is still arriving, oldest first (deadlines grow with it).
+        self.reading_heads = collections.deque()
+
+    def _buffers_heads(self):
+        # HTTP/2 with prior knowledge starts with a preface, not a head: gunicorn's path.
+        prior = getattr(self.cfg, "http2_cleartext", None) in ("prior-knowledge", "both")
+        return not self.cfg.is_ssl and not prior
+
+    def enqueue_req(self, conn):
+        held = conn.parser.unreader.buf.getvalue() if conn.parser is not None else b""
+        if (not self._buffers_heads() or getattr(conn, "head_ready", False)
+                or held or not self.alive):
+            # Bytes read ahead into the next request (pipelining) are already here:
+            # gunicorn's own path answers them.
+            conn.head_ready = False
+            return super().enqueue_req(conn)
+        conn.head = bytearray()
+        conn.head_deadline = time.monotonic() + self.header_timeout
+        conn.sock.setblocking(False)
+        self.reading_heads.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ,
+                             partial(self._on_head_bytes, conn))
+
+    def _on_head_bytes(self, conn, client):
+        try:
+            data = conn.sock.recv(MAX_HEAD)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away before its request was complete
+            self._drop(conn)
+            return
+        conn.head += data
+        # Only the tail can complete the blank line: search from just before the new bytes.
+        start = max(0, len(conn.head) - len(data) - len(HEADER_END) + 1)
+        if conn.head.find(HEADER_END, start) < 0 and len(conn.head) < MAX_HEAD:
+            return
+        self._forget(conn)
+        conn.data_ready = True
+        conn.head_ready = True
+        super().enqueue_req(conn)
+
+    def handle(self, conn):
+        head = getattr(conn, "head", None)
+        if head:
+            conn.head = None
+            conn.sock.setblocking(True)
+            conn.init()
+            if conn.parser is not None:
+                conn.parser.unreader.unread(bytes(head))
+        return super().handle(conn)
+
+    def _forget(self, conn):
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        try:
+            self.reading_heads.remove(conn)
+        except ValueError:
+            pass
+
+    def _drop(self, conn, answer=None):
+        self._forget(conn)
+        if answer:
+            try:
+                conn.sock.send(answer)
+            except OSError:
+                pass
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self):
+        super().murder_pending()
+        now = time.monotonic()
+        while self.reading_heads and self.reading_heads[0].head_deadline <= now:
+            conn = self.reading_heads[0]
+            # Nothing at all yet is a kept-alive connection going quiet: close it quietly.
+            self._drop(conn, TIMEOUT_ANSWER if conn.head else None)
+
+    def murder_keepalived(self, force=False):
+        super().murder_keepalived(force)
+        if force:
+            while self.reading_heads:
+                self._drop(self.reading_heads[0])
