@@ -49,6 +49,8 @@ DEFAULTS = {
     "FALWEB_LOCAL_ALLOWED_HOSTS": [],
     # URL prefixes that webhooks may go to although they are local or private addresses.
     "FALWEB_LOCAL_WEBHOOK_ALLOWED_URLS": [],
+    # Seconds a webhook receiver has to answer one delivery before it is tried again.
+    "FALWEB_LOCAL_WEBHOOK_TIMEOUT": 15.0,
     # Seconds stored files (uploads and outputs) are kept; 0 = for ever.
     "FALWEB_LOCAL_FILE_RETENTION_SECONDS": 7 * 24 * 3600,
     # Seconds finished jobs (with their logs and delivered webhooks) are kept; 0 = for ever.

@@ -260,8 +260,10 @@ def get(request_id, db=None):
     return _decode(row)
 
 
-def update(request_id, db=None, **fields):
-    """Change some of a row's columns; ``result`` also sets the thumbnail."""
+def update(request_id, db=None, only_unfinished=False, **fields):
+    """Change some of a row's columns; ``result`` also sets the thumbnail. Returns whether a
+    row changed. ``only_unfinished``: leave a row alone once it is final (a poll and a
+    webhook, or two deliveries of one webhook, may race to finish it: the first one wins)."""
     unknown = set(fields) - set(_COLUMNS)
     if unknown:
         raise TypeError(f"unknown history columns: {sorted(unknown)}")
@@ -273,12 +275,16 @@ def update(request_id, db=None, **fields):
     for column, value in fields.items():
         values.append(json.dumps(value) if column in _JSON_COLUMNS and value is not None else value)
     assignments = ", ".join(f"{column} = ?" for column in fields)
+    where = "request_id = ?"
+    if only_unfinished:
+        where += f" AND status NOT IN ({', '.join('?' * len(TERMINAL))})"
     db = db or get_db()
-    db.execute(
-        f"UPDATE request SET {assignments}, updated = ? WHERE request_id = ?",
-        (*values, time.time(), request_id),
-    )
+    changed = db.execute(
+        f"UPDATE request SET {assignments}, updated = ? WHERE {where}",
+        (*values, time.time(), request_id, *(TERMINAL if only_unfinished else ())),
+    ).rowcount
     db.commit()
+    return changed > 0
 
 
 def delete(request_id, db=None):

@@ -8,9 +8,14 @@ status poll or a webhook brought the news:
 - an error: ``CANCELLED`` when the user asked to cancel it or fal says it was cancelled
   (``error_type`` ``request_cancelled``), else ``FAILED``.
 
-A webhook carries no logs and no ``error_type``, so applying one also asks the backend for
-the request's status with its logs (one GET); when that fails the webhook's own payload
-still finishes the row.
+A row is finished once: the first poll or webhook delivery to finish it wins, and later
+ones (fal retries deliveries; a sender killed mid-delivery sends again) change nothing.
+
+A webhook carries no logs and no ``error_type``. A successful one finishes the row at once
+and only then asks the backend for the logs (one GET, the slow part), so a delivery is on
+record before anything can make it time out. A failed one asks first, for the
+``error_type`` that tells a cancelled request from a failed one; when that GET fails, the
+webhook's own payload still finishes the row.
 """
 
 import collections
@@ -49,12 +54,20 @@ def finish(row, *, result=None, error=None, error_type=None, logs=None, db=None)
 
     ``error``: a dict (``{"detail", ...}``) or text; ``logs``: the complete logs when known.
     """
+    finish_once(row, result=result, error=error, error_type=error_type, logs=logs, db=db)
+    return history.get(row["request_id"], db=db)
+
+
+def finish_once(row, *, result=None, error=None, error_type=None, logs=None, db=None):
+    """:func:`finish` without reading the row back; returns whether this call finished it
+    (False when another poll or delivery finished it first)."""
     request_id = row["request_id"]
     fields = {"queue_position": None}
     if logs:
         fields["logs"] = list(logs)
     if error is None and result is not None:
-        history.update(request_id, db=db, status="COMPLETED", result=dict(result), **fields)
+        return history.update(request_id, db=db, only_unfinished=True, status="COMPLETED",
+                              result=dict(result), **fields)
     else:
         if not isinstance(error, dict):
             error = {"detail": "The request ended without a result." if error is None
@@ -62,9 +75,9 @@ def finish(row, *, result=None, error=None, error_type=None, logs=None, db=None)
         if error_type and "error_type" not in error:
             error = {**error, "error_type": error_type}
         cancelled = row["cancel_requested"] or error.get("error_type") == CANCELLED_ERROR_TYPE
-        history.update(request_id, db=db, status="CANCELLED" if cancelled else "FAILED",
-                       error=error, **fields)
-    return history.get(request_id, db=db)
+        return history.update(request_id, db=db, only_unfinished=True,
+                              status="CANCELLED" if cancelled else "FAILED", error=error,
+                              **fields)
 
 
 class RecentChecks:
@@ -117,7 +130,8 @@ def refresh(client, row, db=None):
         if (status.status, status.queue_position, len(logs)) == (
                 row["status"], row["queue_position"], len(row["logs"])):
             return row  # nothing new: no write (every open page polls every second)
-        history.update(request_id, db=db, status=status.status,
+        # Unless a webhook finished the row meanwhile: a pending answer must not undo that.
+        history.update(request_id, db=db, only_unfinished=True, status=status.status,
                        queue_position=status.queue_position, logs=logs)
         return history.get(request_id, db=db)
     if status.error:
@@ -146,22 +160,28 @@ def apply_webhook(client, row, delivery, db=None):
     changed. A row already final is left alone: fal retries deliveries."""
     if row["status"] in history.TERMINAL:
         return False
-    status = None
+    payload = delivery.get("payload")
+    if delivery["status"] == "OK" and isinstance(payload, dict):
+        if not finish_once(row, result=payload, db=db):
+            return False
+        status = _status_with_logs(client, row)
+        if status is not None and status.logs:
+            history.update(row["request_id"], db=db, logs=list(status.logs))
+        return True
+    status = _status_with_logs(client, row)
+    error = payload if isinstance(payload, dict) and payload else {
+        "detail": delivery.get("payload_error") or delivery.get("error")}
+    return finish_once(row, error=error, logs=status.logs if status is not None else None,
+                       error_type=status.error_type if status is not None else None, db=db)
+
+
+def _status_with_logs(client, row):
     try:
-        status = client.status(row["endpoint_id"], row["request_id"], logs=True)
+        return client.status(row["endpoint_id"], row["request_id"], logs=True)
     except errors.FalError as exc:
         log.info("webhook for %s: status with logs unavailable (%s)", row["request_id"],
                  type(exc).__name__)
-    logs = list(status.logs) if status is not None else None
-    payload = delivery.get("payload")
-    if delivery["status"] == "OK" and isinstance(payload, dict):
-        finish(row, result=payload, logs=logs, db=db)
-        return True
-    error = payload if isinstance(payload, dict) and payload else {
-        "detail": delivery.get("payload_error") or delivery.get("error")}
-    error_type = status.error_type if status is not None else None
-    finish(row, error=error, error_type=error_type, logs=logs, db=db)
-    return True
+        return None
 
 
 def add(client, request_id, endpoint_id, input, **row):

@@ -2,11 +2,13 @@
 worker died runs again once its lease expires, and each job completes exactly once."""
 
 import collections
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -14,8 +16,10 @@ import requests
 from flask import Flask
 from flask import request as flask_request
 
+from falweb import history
 from falweb.local import runtime_of
 from falweb.testing import ServerThread
+from falweb.testing import serve_app
 from falweb.testing import wait_until
 from tests.local_helpers import wait_status
 
@@ -147,3 +151,76 @@ def test_closing_the_runtime_puts_running_jobs_back_in_the_queue(local_config):
     assert job.status == "IN_QUEUE"
     assert "went back to the queue" in runtime.queue.logs(body["request_id"])[-1]["message"]
     runtime.close()
+
+
+class _HeldWebhooks:
+    """WSGI middleware in front of the app's webhook receiver: records each delivery's
+    request id, body and answer, and holds the first one until ``release`` is set (a
+    receiver that is slow while its sender dies)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.deliveries, self.answers = [], []
+        self.first_arrived, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, environ, start_response):
+        if environ["PATH_INFO"] != "/webhooks/fal":
+            return self.app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+        environ["wsgi.input"] = io.BytesIO(body)
+        self.deliveries.append((environ["HTTP_X_FAL_WEBHOOK_REQUEST_ID"], body))
+        if len(self.deliveries) == 1:
+            self.first_arrived.set()
+            self.release.wait(30)
+        answer = b"".join(self.app(environ, start_response))
+        self.answers.append(json.loads(answer))
+        return [answer]
+
+
+@pytest.mark.slow
+def test_a_delivery_cut_off_by_a_killed_sender_is_sent_again_and_applied_once(tmp_path):
+    # The sender dies while the receiver is still working on a delivery: it never learns
+    # that the delivery arrived, so the next process sends it again. The copy carries the
+    # same request id (the idempotency key) and body, and falweb's receiver applies it once.
+    timeout = {"FALWEB_LOCAL_WEBHOOK_TIMEOUT": "2"}
+    instance = tmp_path / "runtime"
+    first = second = None
+    # The app first, for its URL (the runtime must allow it); then the runtime it uses.
+    with serve_app({"TESTING": True, "FALWEB_INSTANCE_PATH": str(tmp_path / "app"),
+                    "FALWEB_LOCAL_URL": "http://127.0.0.1:9/unset"}) as app:
+        try:
+            first, url = start_runtime(instance, {
+                "FALWEB_LOCAL_WEBHOOK_ALLOWED_URLS": app.url + "/webhooks/", **timeout})
+            app.app.config["FALWEB_LOCAL_URL"] = url
+            held = app.app.wsgi_app = _HeldWebhooks(app.app.wsgi_app)
+            submitted = requests.post(f"{url}/queue/fal-ai/fast-sdxl",
+                                      params={"fal_webhook": app.url + "/webhooks/fal"},
+                                      json={"prompt": "once", "num_inference_steps": 1,
+                                            "image_size": "square"}, timeout=10).json()
+            request_id = submitted["request_id"]
+            with app.app.app_context():
+                history.add(request_id, "fal-ai/fast-sdxl", {"prompt": "once"},
+                            backend="local")
+            assert held.first_arrived.wait(30), "the first delivery"
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            second, url = start_runtime(instance, timeout)
+            # The app checks signatures with the keys the runtime serves (the same keys,
+            # kept in its instance folder), now at the second one's address.
+            app.app.config["FALWEB_LOCAL_URL"] = url
+            held.release.set()
+            wait_until(lambda: len(held.answers) == 2, timeout=30, interval=0.1,
+                       message="the delivery sent again by the next process")
+            time.sleep(1)  # room for a third copy, if one were coming
+            assert len(held.deliveries) == 2
+            assert held.deliveries[0] == held.deliveries[1] and (
+                held.deliveries[0][0] == request_id)
+            assert [answer["changed"] for answer in held.answers] == [True, False]
+            with app.app.app_context():
+                row = history.get(request_id)
+            assert row["status"] == "COMPLETED" and row["result"]["prompt"] == "once"
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(10)

@@ -166,24 +166,61 @@ def test_verify_webhook_rules():
     assert verify_webhook(signed(key, "r", body), body, other) == "r"
 
 
-def test_repeated_delivery_changes_nothing(app, live_server):
-    app.config["FALWEB_HISTORY_RECONCILE"] = False  # the first delivery, not a poll, finishes it
-    base = live_server.url
-    body = requests.post(f"{base}/local/queue/fal-ai/fast-sdxl",
-                         json={"prompt": "twice", "num_inference_steps": 1,
-                               "image_size": "square"}, timeout=10).json()
-    runtime = backend.embedded_runtime(app)
+def finished_with_delivery(app, base, prompt):
+    """A request finished on the embedded runtime, its unfinished history row, and the
+    signed delivery the runtime would send for it: ``(request_id, body, headers)``."""
     from tests.local_helpers import wait_status
 
+    app.config["FALWEB_HISTORY_RECONCILE"] = False  # a delivery, not a poll, finishes it
+    body = requests.post(f"{base}/local/queue/fal-ai/fast-sdxl",
+                         json={"prompt": prompt, "num_inference_steps": 1,
+                               "image_size": "square"}, timeout=10).json()
+    runtime = backend.embedded_runtime(app)
     wait_status(body["status_url"])
     with app.app_context():
-        history.add(body["request_id"], "fal-ai/fast-sdxl", {"prompt": "twice"}, "local")
+        history.add(body["request_id"], "fal-ai/fast-sdxl", {"prompt": prompt}, "local")
     raw = webhook_body(runtime.queue.get(body["request_id"]))
-    headers = runtime.deliveries.headers(body["request_id"], raw)
+    return body["request_id"], raw, runtime.deliveries.headers(body["request_id"], raw)
+
+
+def test_repeated_delivery_changes_nothing(app, live_server):
+    base = live_server.url
+    _, raw, headers = finished_with_delivery(app, base, "twice")
     first = requests.post(base + "/webhooks/fal", data=raw, headers=headers, timeout=10)
     second = requests.post(base + "/webhooks/fal", data=raw, headers=headers, timeout=10)
     assert first.json() == {"ok": True, "changed": True}
     assert second.json() == {"ok": True, "changed": False}
+
+
+def test_copies_of_a_delivery_arriving_together_finish_the_row_once(app, live_server):
+    # A sender cut off mid-delivery sends again while the first copy may still be in
+    # flight: copies race through the receiver, and exactly one of them finishes the row.
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = live_server.url
+    request_id, raw, headers = finished_with_delivery(app, base, "racing")
+
+    def deliver(_):
+        return requests.post(base + "/webhooks/fal", data=raw, headers=headers,
+                             timeout=10).json()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(deliver, range(8)))
+    assert sorted(answer["changed"] for answer in answers) == [False] * 7 + [True]
+    with app.app_context():
+        assert history.get(request_id)["status"] == "COMPLETED"
+
+
+def test_a_pending_status_never_undoes_a_finished_row(app):
+    # A page's poll may read IN_PROGRESS from the backend just before a webhook finishes
+    # the row; storing that answer afterwards must not put the row back in progress.
+    with app.app_context():
+        history.add("r-1", "fal-ai/fast-sdxl", {"prompt": "p"}, "local", status="IN_PROGRESS")
+        row = history.get("r-1")
+        assert history_sync.finish_once(row, result={"images": []}) is True
+        assert history_sync.finish_once(row, error="late") is False
+        assert history.update("r-1", only_unfinished=True, status="IN_PROGRESS") is False
+        assert history.get("r-1")["status"] == "COMPLETED"
 
 
 def test_forged_deliveries_cost_at_most_one_key_fetch_a_minute(local_runtime):

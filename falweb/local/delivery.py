@@ -134,9 +134,10 @@ class Deliveries:
     """Durable deliveries. ``session`` sends to URLs that were allowed as local at submit;
     every other URL goes through ``public`` (public addresses only)."""
 
-    def __init__(self, db, key, session=None, public=None):
+    def __init__(self, db, key, session=None, public=None, timeout=TIMEOUT):
         self.db = db
         self.key = key
+        self.timeout = timeout
         self.session = session or requests.Session()
         self.public = public or public_session()
         self._wake = threading.Event()
@@ -167,9 +168,10 @@ class Deliveries:
             ).fetchone()
             if row is None:
                 return None
-            # Claim it for a while so another process does not send it at the same time.
+            # Claim it for a while so another process does not send it at the same time;
+            # if this one dies mid-send, another sends it again once the claim runs out.
             conn.execute("UPDATE deliveries SET next_at = ? WHERE request_id = ?",
-                         (time.time() + TIMEOUT + 5, row["request_id"]))
+                         (time.time() + self.timeout + 5, row["request_id"]))
             return row
 
     def deliver_once(self):
@@ -184,7 +186,7 @@ class Deliveries:
         try:
             answer = session.post(row["webhook_url"], data=body,
                                   headers=self.headers(row["request_id"], body),
-                                  timeout=TIMEOUT, allow_redirects=False)
+                                  timeout=self.timeout, allow_redirects=False)
             answer.close()
             if not 200 <= answer.status_code < 300:
                 error = f"HTTP {answer.status_code}"

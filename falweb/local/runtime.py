@@ -21,6 +21,7 @@ import uuid
 from PIL import Image
 
 from falweb.local.db import Database
+from falweb.local.delivery import TIMEOUT as WEBHOOK_TIMEOUT
 from falweb.local.delivery import Deliveries
 from falweb.local.delivery import WebhookPolicy
 from falweb.local.engines import Cancelled
@@ -77,7 +78,9 @@ class Runtime:
         self.tokens = Tokens(folder, config["FALWEB_LOCAL_MAX_TOKEN_SECONDS"])
         self.webhook_key = WebhookKey(folder)
         self.webhooks = WebhookPolicy(_as_list(config.get("FALWEB_LOCAL_WEBHOOK_ALLOWED_URLS")))
-        self.deliveries = Deliveries(self.db, self.webhook_key)
+        self.deliveries = Deliveries(self.db, self.webhook_key,
+                                     timeout=float(config.get("FALWEB_LOCAL_WEBHOOK_TIMEOUT",
+                                                              WEBHOOK_TIMEOUT)))
         self.file_retention = float(config.get("FALWEB_LOCAL_FILE_RETENTION_SECONDS") or 0)
         self.job_retention = float(config.get("FALWEB_LOCAL_JOB_RETENTION_SECONDS") or 0)
         self.max_fetch_bytes = int(config["FALWEB_LOCAL_MAX_FETCH_BYTES"])
