@@ -937,3 +937,17 @@ def test_under_gunicorn_gthread(upstream, attacker):
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert TEST_FAL_KEY not in err
+
+
+def test_hostile_json_streams_through_to_the_backend_that_refuses_it(live_server):
+    # The proxy streams bodies unparsed (uploads stay flat in memory); the backend parses
+    # them. JSON nested 100,000 deep once made the runtime's parser raise RecursionError:
+    # through the proxy it is the runtime's 422 naming the body, never a 500.
+    deep = "[" * 100_000 + "]" * 100_000
+    for target in ("https://queue.fal.run/fal-ai/fast-sdxl", "https://fal.run/fal-ai/fast-sdxl",
+                   "https://rest.alpha.fal.ai/storage/upload/initiate"):
+        answer = requests.post(live_server.url + "/api/fal/proxy", data=deep, timeout=30,
+                               headers={"x-fal-target-url": target,
+                                        "content-type": "application/json"})
+        assert answer.status_code == 422, (target, answer.text[:200])
+        assert answer.json()["detail"][0]["loc"] == ["body"]
