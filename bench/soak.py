@@ -6,7 +6,8 @@ and threads) on a loopback port with the embedded local runtime:
 - ``--pollers`` (200) htmx pollers of unfinished request pages, one status poll a second
   each, as a browser tab does;
 - ``--live`` (50) live-mode sessions sending a prompt every 2 s;
-- ``--slow`` (50) slow clients that send a request's headers a byte every few seconds;
+- ``--slow`` (300) slow clients that send a request's headers a byte every few seconds,
+  and connect again when the server cuts them off;
 - one prober timing ``GET /healthz`` every 100 ms.
 
 Prints /healthz p50/p99/max against the same probe on an idle server first (the baseline,
@@ -142,20 +143,25 @@ def live(url, n, stop, counts, errors):
         ws.close()
 
 
-def slow_client(host, port, stop):
-    try:
-        sock = socket.create_connection((host, port), timeout=10)
-    except OSError:
-        return
-    with sock:
-        request = b"GET /healthz HTTP/1.1\r\nHost: soak\r\nX-Slow: " + b"a" * 4000 + b"\r\n\r\n"
-        for byte in request:
-            if stop.wait(3.0):
-                return
-            try:
-                sock.sendall(bytes([byte]))
-            except OSError:
-                return  # the server gave up on us: as it should
+def slow_client(host, port, stop, cut):
+    """Slowloris: a request head sent a byte every 3 s; when the server cuts it off (408
+    after FALWEB_HEADER_TIMEOUT), it connects again and starts over, until the end."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: soak\r\nX-Slow: " + b"a" * 4000 + b"\r\n\r\n"
+    while not stop.is_set():
+        try:
+            sock = socket.create_connection((host, port), timeout=10)
+        except OSError:
+            stop.wait(1)
+            continue
+        with sock:
+            for byte in request:
+                if stop.wait(3.0):
+                    return
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    cut.append(1)  # the server gave up on us: as it should
+                    break
 
 
 def main():
@@ -163,12 +169,14 @@ def main():
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--pollers", type=int, default=200)
     parser.add_argument("--live", type=int, default=50)
-    parser.add_argument("--slow", type=int, default=50)
+    # More slow clients than the deployment has threads (2 × 128): each must cost a socket.
+    parser.add_argument("--slow", type=int, default=300)
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="falweb-soak-")
     proc, out, url = start_gunicorn(folder)
     errors = {"healthz": 0, "polls": 0, "live": 0}
     counts = {"polls": 0, "live": 0}
+    cut = []
     threads = []
     try:
         # Baseline: the same probe on the idle server, in this run.
@@ -194,7 +202,7 @@ def main():
         loaded = []
         host, port = url.removeprefix("http://").split(":")
         threads = [threading.Thread(target=probe, args=(url, stop, loaded, errors))]
-        threads += [threading.Thread(target=slow_client, args=(host, int(port), stop))
+        threads += [threading.Thread(target=slow_client, args=(host, int(port), stop, cut))
                     for _ in range(args.slow)]
         threads += [threading.Thread(target=poller, args=(url, request_ids[n % 20], stop,
                                                           counts, errors))
@@ -220,7 +228,8 @@ def main():
           f"  ({len(idle)} probes)")
     print(f"/healthz loaded p50 {load[0]:7.1f} ms  p99 {load[1]:7.1f} ms  max {load[2]:7.1f} ms"
           f"  ({len(loaded)} probes; p99 {load[1] / max(base[1], 0.001):.1f}x idle)")
-    print(f"served: {counts['polls']} status polls, {counts['live']} live results")
+    print(f"served: {counts['polls']} status polls, {counts['live']} live results; "
+          f"slow clients cut off {len(cut)} times")
     print(f"errors of well-behaved clients: healthz {errors['healthz']}, polls "
           f"{errors['polls']}, live {errors['live']}")
     for pid, mb in sorted(rss.items()):
