@@ -94,12 +94,14 @@ def create_app(test_config=None):
     from falweb import pages
     from falweb import security_headers
     from falweb import webhooks
+    from falweb.openapi import catalog as openapi_catalog
     from falweb.proxy import FalProxy
     from falweb.proxy_access import init_proxy_access
 
     auth.init_app(app)
     limits.init_app(app)
     backend.init_app(app)
+    openapi_catalog.init_app(app)
     app.register_blueprint(health.bp)
     history.init_app(app)
     history_sync.init_app(app)

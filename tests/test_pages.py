@@ -168,7 +168,7 @@ def test_form_shows_schema_defaults(client):
     assert 'value="35"' in field_html(body, "num_inference_steps")
     size = field_html(body, "image_size")
     assert '<option value="custom" selected>' in size
-    assert 'value="512"' in size
+    assert 'value="1024"' in size
     assert "checked" in field_html(body, "enable_safety_checker")
 
 
