@@ -97,6 +97,8 @@ def test_realistic_vision_defaults_equal_the_seed():
         "sync_mode": False,
         "format": "jpeg",
         "safety_checker_version": "v1",
+        # fal's document has it (falweb's engines do not use it): see schemas/documented.py.
+        "guidance_rescale": 0,
     }
     assert "seed" not in loaded
 

@@ -360,7 +360,10 @@ class Runtime:
                 if read is None:
                     continue
                 data, content_type = read
-                check_image(data, content_type, self.max_input_pixels)
+                # A documented endpoint's *_url inputs may be audio or video: only the
+                # image ones are held to the image checks.
+                if endpoint.document is None or "image" in field:
+                    check_image(data, content_type, self.max_input_pixels)
             except InputFileError as exc:
                 raise InvalidInput(field, str(exc)) from None
             files[field] = data

@@ -39,6 +39,35 @@ def endpoint_id_of(document):
     return None
 
 
+def _json_schema(operation_or_response):
+    content = (operation_or_response or {}).get("content") or {}
+    return (content.get("application/json") or {}).get("schema")
+
+
+def input_and_output(document):
+    """(input schema node, output schema node) of the document's endpoint.
+
+    :raise DocumentError: the document has no POST route with a JSON body.
+    """
+    paths = document.get("paths") or {}
+    posted = output = None
+    for path, operations in paths.items():
+        if not isinstance(operations, dict):
+            continue
+        if "post" in operations and "{" not in path and posted is None:
+            operation = operations["post"] or {}
+            posted = _json_schema(operation.get("requestBody"))
+            answered = _json_schema((operation.get("responses") or {}).get("200"))
+            if answered and not str(answered.get("$ref", "")).endswith("/QueueStatus"):
+                output = output or answered
+        if path.endswith("/requests/{request_id}") and "get" in operations:
+            output = _json_schema(((operations["get"] or {}).get("responses") or {})
+                                  .get("200")) or output
+    if posted is None:
+        raise DocumentError("the document has no POST route with a JSON request body")
+    return posted, output or {"type": "object", "additionalProperties": True}
+
+
 class StaticDocuments:
     """Documents held in memory, by endpoint id (shipped ones, registered ones)."""
 

@@ -10,40 +10,12 @@ import threading
 from falweb.openapi.documents import METADATA_KEY
 from falweb.openapi.documents import DocumentError
 from falweb.openapi.documents import endpoint_id_of
-from falweb.openapi.to_marshmallow import Builder
+from falweb.openapi.documents import input_and_output
 from falweb.schemas.catalog import Endpoint
+from falweb.schemas.from_json_schema import Builder
 
 #: Input fields that choose the image format, as fal's model families spell it.
 FORMAT_FIELDS = ("output_format", "image_format", "format")
-
-
-def _json_schema(operation_or_response):
-    content = (operation_or_response or {}).get("content") or {}
-    return (content.get("application/json") or {}).get("schema")
-
-
-def input_and_output(document):
-    """(input schema node, output schema node) of the document's endpoint.
-
-    :raise DocumentError: the document has no POST route with a JSON body.
-    """
-    paths = document.get("paths") or {}
-    posted = output = None
-    for path, operations in paths.items():
-        if not isinstance(operations, dict):
-            continue
-        if "post" in operations and "{" not in path and posted is None:
-            operation = operations["post"] or {}
-            posted = _json_schema(operation.get("requestBody"))
-            answered = _json_schema((operation.get("responses") or {}).get("200"))
-            if answered and not str(answered.get("$ref", "")).endswith("/QueueStatus"):
-                output = output or answered
-        if path.endswith("/requests/{request_id}") and "get" in operations:
-            output = _json_schema(((operations["get"] or {}).get("responses") or {})
-                                  .get("200")) or output
-    if posted is None:
-        raise DocumentError("the document has no POST route with a JSON request body")
-    return posted, output or {"type": "object", "additionalProperties": True}
 
 
 def _title(endpoint_id, metadata):
@@ -64,7 +36,7 @@ def endpoint_from_document(document, endpoint_id=None, source=""):
     """The :class:`Endpoint` ``document`` describes (schemas generated at run time).
 
     :raise DocumentError: the document names no endpoint or has no input.
-    :raise falweb.openapi.to_marshmallow.SchemaError: a broken ``$ref``.
+    :raise falweb.schemas.from_json_schema.SchemaError: a broken ``$ref``.
     """
     if not isinstance(document, dict):
         raise DocumentError("a document is a JSON object")

@@ -5,6 +5,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from dataclasses import field
 
+from falweb.schemas.documented import with_documented_fields
 from falweb.schemas.flux import FluxDevInput
 from falweb.schemas.lora import LoraInput
 from falweb.schemas.outputs import LoraOutputSchema
@@ -50,7 +51,7 @@ CATALOG = _catalog(
         endpoint_id="fal-ai/realistic-vision",
         title="Realistic Vision",
         description="Photorealistic images with the Realistic Vision Stable Diffusion model.",
-        input_schema=RealisticVisionInput,
+        input_schema=with_documented_fields(RealisticVisionInput, "fal-ai/realistic-vision"),
         output_schema=TextToImageOutputSchema,
         tags=("stable-diffusion", "photorealistic"),
     ),
@@ -85,7 +86,7 @@ CATALOG = _catalog(
         endpoint_id="fal-ai/lora",
         title="Stable Diffusion with LoRAs",
         description="Any Stable Diffusion base model with any LoRA weights.",
-        input_schema=LoraInput,
+        input_schema=with_documented_fields(LoraInput, "fal-ai/lora"),
         output_schema=LoraOutputSchema,
         # The seed's Next.js example calls "110602490-lora"; fal's clients turn that into
         # "110602490/lora".
@@ -137,7 +138,7 @@ def documented_endpoint(endpoint_id):
     # Imported here: falweb.openapi builds on this module's Endpoint.
     from falweb.openapi import find_document
     from falweb.openapi.endpoints import CACHE
-    from falweb.openapi.to_marshmallow import SchemaError
+    from falweb.schemas.from_json_schema import SchemaError
 
     document, source = find_document(endpoint_id)
     if document is None:
