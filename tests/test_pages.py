@@ -140,7 +140,7 @@ def test_form_renders_every_field(client, endpoint_id):
     for field in describe_fields(CATALOG[endpoint_id]):
         assert f'id="field-{field.name}"' in body
         html = field_html(body, field.name)
-        if field.kind == "list":
+        if field.kind in ("list", "group"):
             for sub in field.subfields:
                 assert f'name="{field.name}-0-{sub.name}"' in html
         elif field.kind == "image_size":

@@ -557,7 +557,7 @@ def test_describe_fields_covers_every_visible_field(endpoint_id):
     endpoint = CATALOG[endpoint_id]
     infos = describe_fields(endpoint)
     kinds = {"text", "textarea", "integer", "number", "boolean", "select", "image_size", "list",
-             "file"}
+             "group", "file", "files", "json"}
     assert {info.kind for info in infos} <= kinds
     assert infos[0].name in ("prompt", "model_name")
     names = {info.name for info in infos}

@@ -28,7 +28,8 @@ def _description(document, metadata):
     # fal's queue documents all say "The OpenAPI schema for the <id> queue.": say what it is.
     if not description or description.startswith("The OpenAPI schema for the "):
         category = metadata.get("category") or "fal"
-        description = f"A {category} endpoint, from its OpenAPI document."
+        article = "An" if category[:1].lower() in "aeiou" else "A"
+        description = f"{article} {category} endpoint, from its OpenAPI document."
     return description
 
 

@@ -11,7 +11,14 @@ from marshmallow import validate
 
 
 def example_input(endpoint):
-    """A dict of example values for ``endpoint``'s input (required fields always present)."""
+    """A dict of example values for ``endpoint``'s input (required fields always present).
+
+    A hand-written endpoint with a document takes the document's examples.
+    """
+    from falweb.schemas.catalog import documented_endpoint
+
+    if endpoint.document is None:
+        endpoint = documented_endpoint(endpoint.endpoint_id) or endpoint
     example = {}
     for name, field in endpoint.input_schema().fields.items():
         examples = field.metadata.get("examples")
@@ -22,6 +29,16 @@ def example_input(endpoint):
         elif field.required:
             example[name] = _made_up(field)
     return example
+
+
+def has_examples(endpoint):
+    """True when the endpoint's document (or schema) gives an example for some field."""
+    from falweb.schemas.catalog import documented_endpoint
+
+    if endpoint.document is None:
+        endpoint = documented_endpoint(endpoint.endpoint_id) or endpoint
+    return any(field.metadata.get("examples") or field.metadata.get("example")
+               for field in endpoint.input_schema().fields.values())
 
 
 def _made_up(field):

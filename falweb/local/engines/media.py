@@ -68,7 +68,8 @@ def audio_wav(seconds, seed):
     for n in range(count):
         t = n / AUDIO_RATE
         envelope = min(1.0, n / fade, (count - n) / fade)
-        value = 0.3 * envelope * (math.sin(2 * math.pi * low * t) + math.sin(2 * math.pi * high * t))
+        value = 0.3 * envelope * (math.sin(2 * math.pi * low * t)
+                                  + math.sin(2 * math.pi * high * t))
         samples += struct.pack("<h", int(value * 32767 / 2))
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
