@@ -93,6 +93,7 @@ def create_app(test_config=None):
     from falweb import live
     from falweb import open_endpoint
     from falweb import pages
+    from falweb import playground
     from falweb import security_headers
     from falweb import webhooks
     from falweb.openapi import catalog as openapi_catalog
@@ -109,7 +110,7 @@ def create_app(test_config=None):
     # The proxy forwards to this app's backend: fal, or the local runtime.
     proxy = FalProxy(app, hosts=backend.hosts, mounts=lambda: backend.mounts(app))
     init_proxy_access(proxy)
-    for part in (pages, downloads, webhooks, live, open_endpoint):
+    for part in (pages, downloads, webhooks, live, open_endpoint, playground):
         part.init_app(app)
     security_headers.init_app(app)
     return app

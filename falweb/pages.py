@@ -33,6 +33,7 @@ from falweb import history
 from falweb import history_sync
 from falweb import htmx
 from falweb import limits
+from falweb import playground
 from falweb import presentation
 from falweb import webhooks
 from falweb.client import errors as client_errors
@@ -91,7 +92,15 @@ def _endpoint_or_404(endpoint_id):
 
 
 def _render_form(endpoint, fields, values, errors=None, upstream_error=None, status=200):
-    context = {
+    context = form_context(endpoint, fields, values, errors, upstream_error)
+    template = "partials/_form.html" if htmx.is_htmx() else "pages/form.html"
+    response = make_response(render_template(template, **context), status)
+    return htmx.vary(response)
+
+
+def form_context(endpoint, fields, values, errors=None, upstream_error=None):
+    """What the form templates render (the form page, the playground, the 422 partial)."""
+    return {
         # A new token per rendering: posting this form twice makes one request.
         "submission_token": secrets.token_urlsafe(18),
         "endpoint": endpoint,
@@ -107,9 +116,6 @@ def _render_form(endpoint, fields, values, errors=None, upstream_error=None, sta
             key.split(".")[0] in {f.name for f in fields if f.advanced} for key in errors or {}
         ),
     }
-    template = "partials/_form.html" if htmx.is_htmx() else "pages/form.html"
-    response = make_response(render_template(template, **context), status)
-    return htmx.vary(response)
 
 
 @bp.get("/")
@@ -211,6 +217,8 @@ def submit(endpoint_id):
         )
     if token:
         history.finish_submission(token, request_id)
+    if playground.wants_pane():
+        return playground.result_pane(request_id)
     return htmx.redirect(url_for(".request_page", request_id=request_id))
 
 
