@@ -76,6 +76,10 @@ def test_form_submission_and_output_of_each_document(browser, server, picture, e
             name = file_input.get_attribute("name")[: -len("_file")]
             fill(css(driver, f"#input-{name}"), "")
             file_input.send_keys(str(picture))
+            # The chosen image shows at once, before anything is sent.
+            wait(driver, lambda d, name=name: (css(d, f'[data-preview-for="{name}"]')
+                                               .get_attribute("src") or "").startswith("blob:"),
+                 message="the chosen image's preview")
     if css_all(driver, "#input-image_size"):
         driver.execute_script("document.getElementById('input-image_size').value = 'square'")
     css(driver, "#model-form button[type=submit]").click()
