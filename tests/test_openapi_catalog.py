@@ -146,7 +146,8 @@ def test_fal_documents_are_fetched_once_cached_and_refreshed_after_the_ttl(tmp_p
     source = FalDocuments(str(tmp_path), ttl=3600, url=fake_fal.url)
     assert source.document("fal-ai/new-model")["info"]["x-fal-metadata"]["endpointId"] == \
         "fal-ai/new-model"
-    assert source.document("fal-ai/new-model") is not None
+    # Read from the cache: the same object each time (the endpoint is built once).
+    assert source.document("fal-ai/new-model") is source.document("fal-ai/new-model")
     assert fake_fal.calls == ["fal-ai/new-model"]
     assert os.path.exists(tmp_path / "fal-ai__new-model.json")
     # A fresh source on the same folder (another worker, a restart) reads the cache.
@@ -185,6 +186,7 @@ def test_with_the_fal_backend_an_unseen_endpoint_id_opens_its_form(tmp_path, fak
     assert 'name="text"' in page.text and 'name="speed"' in page.text
     with app.app_context():
         assert find_document("acme/seen-nowhere")[1] == "fal"
+        assert get_endpoint("acme/seen-nowhere") is get_endpoint("acme/seen-nowhere")
     assert client.get("/models/fal-ai/unknown-x").status_code == 404
     fake_fal.down = True
     with app.app_context():

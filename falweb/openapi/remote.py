@@ -47,6 +47,7 @@ class FalDocuments:
         self.session = session or requests.Session()
         self._failed = {}  # endpoint_id → monotonic time of the last failed fetch
         self._notes = {}
+        self._read = {}  # cache file path → ((mtime_ns, size), (fetched_at, document))
         self._lock = threading.Lock()
 
     # -- the cache --------------------------------------------------------------------------
@@ -55,12 +56,25 @@ class FalDocuments:
         return os.path.join(self.folder, endpoint_id.replace("/", "__") + ".json")
 
     def _read_cache(self, endpoint_id):
+        """(fetched_at, document) from the cache file, or None. The same document object
+        comes back while the file is unchanged, so the endpoint built from it (and its
+        schema classes) is built once, not at every lookup."""
+        path = self._path(endpoint_id)
         try:
-            with open(self._path(endpoint_id), encoding="utf-8") as f:
+            stat = os.stat(path)
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            with self._lock:
+                held = self._read.get(path)
+            if held is not None and held[0] == stamp:
+                return held[1]
+            with open(path, encoding="utf-8") as f:
                 entry = json.load(f)
-            return float(entry["fetched_at"]), entry["document"]
+            found = float(entry["fetched_at"]), entry["document"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        with self._lock:
+            self._read[path] = (stamp, found)
+        return found
 
     def _write_cache(self, endpoint_id, document):
         os.makedirs(self.folder, exist_ok=True)
