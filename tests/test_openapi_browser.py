@@ -100,6 +100,14 @@ def test_form_submission_and_output_of_each_document(browser, server, picture, e
         wait(driver, lambda d: media_ready(d, ".media--image img"), message="image loaded")
     else:
         wait(driver, lambda d: media_ready(d, ".images img"), message="images loaded")
+        if endpoint_id == "fal-ai/flux/dev":
+            # A click opens the lightbox (no script: a :target overlay), a click closes it.
+            css(driver, ".images .image__frame").click()
+            lightbox = css(driver, ".lightbox")
+            wait(driver, lambda d: lightbox.is_displayed(), message="the lightbox")
+            browser.screenshot("openapi-lightbox")
+            lightbox.click()
+            wait(driver, lambda d: not lightbox.is_displayed(), message="the lightbox closed")
     assert css_all(driver, ".badge--synthetic")
     browser.screenshot(f"openapi-result-{slug(endpoint_id)}")
 
