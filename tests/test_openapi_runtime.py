@@ -166,3 +166,19 @@ def test_each_kind_of_constraint_is_a_422_naming_the_field(runtime, endpoint_id)
             assert any(item["loc"][:2] == ["body", name] for item in detail), (kind, detail)
             kinds.add(kind)
     assert {"required"} <= kinds
+
+
+def test_an_image_only_engine_does_not_answer_a_video_endpoint(local_config):
+    # A stand-in for the diffusers engine (which needs torch): a real engine, images only.
+    class ImagesOnly:
+        name = "diffusers"
+        synthetic = False
+
+    with serve_local_runtime(local_config) as server:
+        server.runtime.engine = ImagesOnly()
+        video = requests.post(f"{server.url}/queue/fal-ai/kling-video/v1/standard/text-to-video",
+                              json={"prompt": "p"}, timeout=10)
+        assert video.status_code == 404
+        assert "not served by the diffusers engine" in video.json()["detail"]
+        assert server.runtime.serves(get_endpoint("fal-ai/flux/schnell"))
+        assert server.runtime.serves(get_endpoint("fal-ai/fast-sdxl"))

@@ -320,6 +320,14 @@ class Runtime:
             detail = f"Internal error in the {self.engine.name} engine: {type(exc).__name__}"
             return {"detail": detail}, 500, detail, "internal_error"
 
+    def serves(self, endpoint):
+        """False for an endpoint this runtime's engine cannot answer in its documented shape:
+        a real engine (diffusers) makes images only, so a documented endpoint whose output
+        has no ``images`` (video, audio, text) is left to the preview engine."""
+        if endpoint.document is None or getattr(self.engine, "synthetic", False):
+            return True
+        return "images" in endpoint.output_schema._declared_fields
+
     def check_input(self, endpoint, input, base_url, allow_fetch=True):
         """The bytes of the file inputs by field, once the request is checked against this
         runtime's limits; :class:`InvalidInput` naming the field otherwise.
