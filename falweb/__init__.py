@@ -91,22 +91,26 @@ def create_app(test_config=None):
     from falweb import history_sync
     from falweb import limits
     from falweb import live
+    from falweb import open_endpoint
     from falweb import pages
+    from falweb import playground
     from falweb import security_headers
     from falweb import webhooks
+    from falweb.openapi import catalog as openapi_catalog
     from falweb.proxy import FalProxy
     from falweb.proxy_access import init_proxy_access
 
     auth.init_app(app)
     limits.init_app(app)
     backend.init_app(app)
+    openapi_catalog.init_app(app)
     app.register_blueprint(health.bp)
     history.init_app(app)
     history_sync.init_app(app)
     # The proxy forwards to this app's backend: fal, or the local runtime.
     proxy = FalProxy(app, hosts=backend.hosts, mounts=lambda: backend.mounts(app))
     init_proxy_access(proxy)
-    for part in (pages, downloads, webhooks, live):
+    for part in (pages, downloads, webhooks, live, open_endpoint, playground):
         part.init_app(app)
     security_headers.init_app(app)
     return app

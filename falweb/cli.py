@@ -63,12 +63,15 @@ examples:
   falweb serve --host 0.0.0.0 --port 8000         reachable from other machines
   falweb local --port 8100                        only the local runtime, for fal's clients
   falweb generate fal-ai/fast-sdxl --prompt "a lighthouse at dusk"
+  falweb generate openrouter/router --input prompt="a haiku" --input model=google/gemini-2.5-flash
+  falweb schema fal-ai/kling-video/v1/standard/text-to-video
 
 'falweb COMMAND --help' tells more about each command."""
 
 GENERATE_DESCRIPTION = """\
-Submit one request to a model endpoint, show its progress (queue position, then steps and
-log lines) on stderr, save the images it returns and print where they are.
+Submit one request to any model endpoint, show its progress (queue position, then steps and
+log lines) on stderr, save the files it returns (images, video, audio) and print where they
+are, and print its text outputs. 'falweb schema ENDPOINT_ID' lists the fields it takes.
 
 Backend: fal when FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET) is set; otherwise the local
 runtime that 'falweb serve' embeds, at FALWEB_LOCAL_URL (default
@@ -81,7 +84,8 @@ it parses (numbers, true/false, lists, objects) and kept as a string otherwise, 
 num_images=2 is a number and format=png a string; write '"42"' to send 42 as a string.
 
 stdout gets one labelled line each for the request_id, the seed (pass it back with
---param seed=... to get the same image) and every saved image ("saved: PATH").
+--param seed=... to get the same image), every saved file ("saved: PATH") and every text
+output ("output: ...").
 
 examples:
   falweb generate fal-ai/fast-sdxl --prompt "a lighthouse at dusk"
@@ -112,17 +116,19 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     generate.add_argument("endpoint_id", help="the model endpoint, e.g. fal-ai/fast-sdxl")
-    generate.add_argument("--prompt", required=True, help="what to generate")
+    generate.add_argument("--prompt", help="what to generate (the input's prompt field)")
     generate.add_argument(
-        "--param", action="append", default=[], metavar="KEY=VALUE",
-        help="another input field; VALUE is parsed as JSON when it can be",
+        "--param", "--input", dest="param", action="append", default=[], metavar="KEY=VALUE",
+        help="an input field; VALUE is parsed as JSON when it can be (repeat for each)",
     )
     generate.add_argument("--out", default=".",
                           help="folder for the downloaded images (default: the current one)")
     generate.set_defaults(func=_generate)
 
+    from falweb.schema_cli import add_parser as add_schema_parser
     from falweb.users_cli import add_parser as add_users_parser
 
+    add_schema_parser(sub)
     add_users_parser(sub)
     return parser
 

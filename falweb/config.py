@@ -67,6 +67,11 @@ DEFAULTS = {
     "FALWEB_POLL_INTERVAL": 0.5,
     # Timeout, in seconds, of every HTTP call falweb makes to its backend.
     "FALWEB_HTTP_TIMEOUT": 60.0,
+    # Seconds a copy of fal's published OpenAPI document for an endpoint is used before it is
+    # fetched again (fal backend; offline, the older copy stays in use with a note).
+    "FALWEB_OPENAPI_TTL": 24 * 3600,
+    # Where fal publishes endpoint documents (?endpoint_id=<id> is added).
+    "FALWEB_OPENAPI_URL": "https://fal.ai/api/openapi/queue/openapi.json",
     # Log level of falweb's loggers (stdout).
     "FALWEB_LOG_LEVEL": "INFO",
     # Public URL of this app (e.g. https://gen.example.com) where fal can deliver webhooks;

@@ -27,14 +27,19 @@ from falweb.hosts import Hosts
 
 DEFAULT_LOCAL_URL = "http://127.0.0.1:5000/local"
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp",
-               "image/gif": "gif"}
+               "image/gif": "gif", "video/mp4": "mp4", "video/webm": "webm",
+               "audio/wav": "wav", "audio/x-wav": "wav", "audio/mpeg": "mp3",
+               "text/plain": "txt"}
+#: Output properties printed as text (an LLM's answer, a caption, a transcript).
+TEXT_OUTPUTS = ("output", "text", "response", "answer", "caption", "transcript",
+                "transcription", "reasoning", "error")
 _STEP = re.compile(r"(\d+)\s*/\s*(\d+)")
 
 
 def parse_input(prompt, params):
     """The input dict from ``--prompt`` and ``--param key=value`` (values parsed as JSON when
     they parse, else kept as strings). Raises ``ValueError`` for a param without ``=``."""
-    data = {"prompt": prompt}
+    data = {} if prompt is None else {"prompt": prompt}
     for param in params or []:
         key, sep, value = param.partition("=")
         if not sep or not key.strip():
@@ -43,6 +48,25 @@ def parse_input(prompt, params):
             data[key.strip()] = json.loads(value)
         except ValueError:
             data[key.strip()] = value
+    return data
+
+
+def as_documented_types(endpoint_id, data, params):
+    """``data`` with a VALUE that parsed as JSON put back as the text it was where the
+    endpoint's schema wants a string there (kling's ``duration=5`` is the string "5")."""
+    from marshmallow import fields
+
+    from falweb.schemas import get_endpoint
+
+    endpoint = get_endpoint(endpoint_id)
+    if endpoint is None:
+        return data
+    schema_fields = endpoint.input_schema().fields
+    for param in params or []:
+        key, _, raw = param.partition("=")
+        field = schema_fields.get(key.strip())
+        if isinstance(field, fields.String) and not isinstance(data.get(key.strip()), str):
+            data[key.strip()] = raw
     return data
 
 
@@ -179,12 +203,30 @@ def download(client, image, path):
                 f.write(chunk)
 
 
+def output_files(result):
+    """(name stem, file dict) of every file in an output: each of ``images`` (``0``,
+    ``1``...), then every other property holding a fal ``File`` or a list of them
+    (``video``, ``audio``, ``image``...)."""
+    found = [(str(i), image) for i, image in enumerate(result.get("images") or [])
+             if isinstance(image, dict) and isinstance(image.get("url"), str)]
+    for key, value in result.items():
+        if key == "images":
+            continue
+        if isinstance(value, dict) and isinstance(value.get("url"), str):
+            found.append((key, value))
+        elif isinstance(value, list) and value and all(
+                isinstance(v, dict) and isinstance(v.get("url"), str) for v in value):
+            found += [(f"{key}-{i}", v) for i, v in enumerate(value)]
+    return found
+
+
 def main(args, client=None, stdout=None, stderr=None):
     """Run ``falweb generate``; returns the exit status."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     try:
-        data = parse_input(args.prompt, args.param)
+        data = as_documented_types(args.endpoint_id, parse_input(args.prompt, args.param),
+                                   args.param)
     except ValueError as exc:
         print(f"error: {exc}", file=stderr)
         return 2
@@ -198,10 +240,10 @@ def main(args, client=None, stdout=None, stderr=None):
                                       on_queue_update=progress.update)
         os.makedirs(args.out, exist_ok=True)
         paths = []
-        for i, image in enumerate(result.get("images") or []):
-            ext = _extension(image.get("content_type"), image.get("url", ""))
-            path = os.path.join(args.out, f"{result.request_id}-{i}.{ext}")
-            download(client, image, path)
+        for stem, file in output_files(result):
+            ext = _extension(file.get("content_type"), file.get("url", ""))
+            path = os.path.join(args.out, f"{result.request_id}-{stem}.{ext}")
+            download(client, file, path)
             paths.append(path)
     except ValidationError as exc:
         fields = ", ".join(dict.fromkeys(exc.fields)) or "input"
@@ -223,4 +265,7 @@ def main(args, client=None, stdout=None, stderr=None):
         print(f"seed: {result['seed']}", file=stdout)
     for path in paths:
         print(f"saved: {path}", file=stdout)
+    for key in TEXT_OUTPUTS:
+        if isinstance(result.get(key), str) and result[key]:
+            print(f"{key}: {result[key]}", file=stdout)
     return 0

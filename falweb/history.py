@@ -21,6 +21,7 @@ import time
 from flask import current_app
 from flask import g
 
+from falweb.media_kinds import thumbnail_url
 from falweb.sqlite_wal import enable_wal
 
 DB_NAME = "history.sqlite"
@@ -152,10 +153,8 @@ def _decode(row):
 
 
 def _thumbnail(result):
-    images = (result or {}).get("images") or []
-    if not images or not isinstance(images[0], dict):
-        return None
-    url = images[0].get("url")
+    # The first image, else a documented endpoint's image or video output.
+    url = thumbnail_url(result)
     if not isinstance(url, str) or len(url) > _MAX_INLINE_THUMBNAIL:
         return None
     return url

@@ -33,9 +33,11 @@ from falweb import history
 from falweb import history_sync
 from falweb import htmx
 from falweb import limits
+from falweb import playground
 from falweb import presentation
 from falweb import webhooks
 from falweb.client import errors as client_errors
+from falweb.openapi.examples import example_input
 from falweb.presentation import history_item
 from falweb.presentation import status_context
 from falweb.schemas import CATALOG
@@ -90,7 +92,15 @@ def _endpoint_or_404(endpoint_id):
 
 
 def _render_form(endpoint, fields, values, errors=None, upstream_error=None, status=200):
-    context = {
+    context = form_context(endpoint, fields, values, errors, upstream_error)
+    template = "partials/_form.html" if htmx.is_htmx() else "pages/form.html"
+    response = make_response(render_template(template, **context), status)
+    return htmx.vary(response)
+
+
+def form_context(endpoint, fields, values, errors=None, upstream_error=None):
+    """What the form templates render (the form page, the playground, the 422 partial)."""
+    return {
         # A new token per rendering: posting this form twice makes one request.
         "submission_token": secrets.token_urlsafe(18),
         "endpoint": endpoint,
@@ -106,9 +116,6 @@ def _render_form(endpoint, fields, values, errors=None, upstream_error=None, sta
             key.split(".")[0] in {f.name for f in fields if f.advanced} for key in errors or {}
         ),
     }
-    template = "partials/_form.html" if htmx.is_htmx() else "pages/form.html"
-    response = make_response(render_template(template, **context), status)
-    return htmx.vary(response)
 
 
 @bp.get("/")
@@ -133,7 +140,10 @@ def form(endpoint_id):
     fields = describe_fields(endpoint)
     data = None
     source = request.args.get("from")
-    if source:
+    if request.args.get("example"):
+        # The document's examples, as the "example" button asks (a link: no JavaScript).
+        data = example_input(endpoint)
+    elif source:
         row = history.get(source)
         if row is not None and auth.can_access(row["owner"]) \
                 and get_endpoint(row["endpoint_id"]) is endpoint:
@@ -167,7 +177,7 @@ def submit(endpoint_id):
                             status=429)
     errors, statuses = {}, set()
     for field in fields:
-        if field.kind == "file":
+        if field.kind in ("file", "files"):
             message, status = _upload(field, values)
             if message:
                 errors[field.name] = [message]
@@ -207,6 +217,8 @@ def submit(endpoint_id):
         )
     if token:
         history.finish_submission(token, request_id)
+    if playground.wants_pane():
+        return playground.result_pane(request_id)
     return htmx.redirect(url_for(".request_page", request_id=request_id))
 
 
@@ -229,28 +241,38 @@ def _upload(field, values):
     else 422 when the file itself is wrong (not an image), 429 when over the upload limit,
     502 when the upload failed.
     """
-    file = request.files.get(f"{field.name}_file")
-    if file is None or not file.filename:
-        return None, None
-    stream = file.stream
-    stream.seek(0, os.SEEK_END)
-    if not stream.tell():
-        return None, None
-    stream.seek(0)
-    kind = _image_kind(stream)
-    if kind is None:
-        return "Not an image: choose a PNG, JPEG, WebP or GIF file.", 422
-    stream.seek(0)
-    refused = limits.hit("uploads")
-    if refused:
-        return f"Too many uploads: {refused.message}", 429
-    try:
-        # The spooled upload streams to storage; it is never read into memory whole.
-        values[field.name] = get_client().storage.upload(
-            stream, content_type=f"image/{kind}", file_name=file.filename
-        )
-    except client_errors.FalError as exc:
-        return f"The upload failed: {_describe_error(exc)['detail']}", 502
+    urls = []
+    for file in request.files.getlist(f"{field.name}_file"):
+        if file is None or not file.filename:
+            continue
+        stream = file.stream
+        stream.seek(0, os.SEEK_END)
+        if not stream.tell():
+            continue
+        stream.seek(0)
+        # Image fields get images only (checked from the header); a documented endpoint's
+        # other *_url fields (audio, video, weights) take any file, typed as the browser says.
+        if "image" in field.name:
+            kind = _image_kind(stream)
+            if kind is None:
+                return "Not an image: choose a PNG, JPEG, WebP or GIF file.", 422
+            content_type = f"image/{kind}"
+        else:
+            content_type = file.mimetype or "application/octet-stream"
+        stream.seek(0)
+        refused = limits.hit("uploads")
+        if refused:
+            return f"Too many uploads: {refused.message}", 429
+        try:
+            # The spooled upload streams to storage; it is never read into memory whole.
+            urls.append(get_client().storage.upload(stream, content_type=content_type,
+                                                    file_name=file.filename))
+        except client_errors.FalError as exc:
+            return f"The upload failed: {_describe_error(exc)['detail']}", 502
+        if field.kind == "file":
+            break
+    if urls:
+        values[field.name] = ", ".join(urls)
     return None, None
 
 

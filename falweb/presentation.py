@@ -15,6 +15,7 @@ from falweb import backend
 from falweb import history
 from falweb.client.outputs import output_file_name
 from falweb.client.status import step_of
+from falweb.media_kinds import is_video_url
 from falweb.schemas import IMAGE_SIZE_PRESETS
 from falweb.schemas import get_endpoint
 from falweb.schemas.fields import IMAGE_SIZE_SIDE_DEFAULT
@@ -33,6 +34,7 @@ def init_app(app):
     app.jinja_env.filters["timestamp"] = timestamp
     app.jinja_env.filters["size_label"] = size_label
     app.jinja_env.filters["safe_url"] = safe_url
+    app.jinja_env.tests["video_url"] = is_video_url
 
 
 def pretty_json(value):
@@ -141,10 +143,18 @@ def status_context(row, poll_error=None):
         "progress": step_of(row["logs"]) if row["status"] == "IN_PROGRESS" else None,
         "result": result,
         "images": images(row, result),
+        # Every other output by its kind: video, audio, single images, files, text.
+        "media": media_of(result),
         "raw_output": shorten(result),
         "poll_error": poll_error,
         "synthetic": row["synthetic"],
     }
+
+
+def media_of(result):
+    from falweb.result_media import media_of
+
+    return media_of(result)
 
 
 def images(row, result):

@@ -141,7 +141,7 @@ def test_closing_the_runtime_puts_running_jobs_back_in_the_queue(local_config):
     app = create_local_app(config)
     with ServerThread(app) as server:
         body = requests.post(f"{server.url}/queue/fal-ai/fast-sdxl",
-                             json={"prompt": "interrupted", "num_inference_steps": 150,
+                             json={"prompt": "interrupted", "num_inference_steps": 50,
                                    "image_size": "square"}, timeout=10).json()
         wait_status(body["status_url"], "IN_PROGRESS")
         runtime_of(app).close()

@@ -140,7 +140,7 @@ def test_form_renders_every_field(client, endpoint_id):
     for field in describe_fields(CATALOG[endpoint_id]):
         assert f'id="field-{field.name}"' in body
         html = field_html(body, field.name)
-        if field.kind == "list":
+        if field.kind in ("list", "group"):
             for sub in field.subfields:
                 assert f'name="{field.name}-0-{sub.name}"' in html
         elif field.kind == "image_size":
@@ -168,7 +168,7 @@ def test_form_shows_schema_defaults(client):
     assert 'value="35"' in field_html(body, "num_inference_steps")
     size = field_html(body, "image_size")
     assert '<option value="custom" selected>' in size
-    assert 'value="512"' in size
+    assert 'value="1024"' in size
     assert "checked" in field_html(body, "enable_safety_checker")
 
 

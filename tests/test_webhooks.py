@@ -82,8 +82,9 @@ def test_a_webhook_before_its_row_is_held_and_applied_when_the_row_is_written(ap
 def test_a_webhook_finishes_a_row_with_all_its_logs(app, live_server):
     app.config["FALWEB_HISTORY_RECONCILE"] = False  # the webhook, not a poll, finishes it
     base = live_server.url
-    body = requests.post(f"{base}/local/queue/fal-ai/fast-sdxl",
-                         json={"prompt": "long", "num_inference_steps": 150,
+    # fal-ai/lora: its document allows 150 steps (fast-sdxl's, 50).
+    body = requests.post(f"{base}/local/queue/fal-ai/lora",
+                         json={"prompt": "long", "num_inference_steps": 150, "model_name": "m",
                                "image_size": "square"}, timeout=10).json()
     from tests.local_helpers import wait_status
 
@@ -91,7 +92,7 @@ def test_a_webhook_finishes_a_row_with_all_its_logs(app, live_server):
     runtime = backend.embedded_runtime(app)
     raw = webhook_body(runtime.queue.get(body["request_id"]))
     with app.app_context():
-        history.add(body["request_id"], "fal-ai/fast-sdxl", {"prompt": "long"}, "local")
+        history.add(body["request_id"], "fal-ai/lora", {"prompt": "long"}, "local")
     answer = requests.post(base + "/webhooks/fal", data=raw,
                            headers=runtime.deliveries.headers(body["request_id"], raw),
                            timeout=10)

@@ -68,6 +68,10 @@ def create_local_app(config=None):
     app.config["MAX_CONTENT_LENGTH"] = None
     runtime = Runtime(app.config)
     app.extensions["falweb_local"] = runtime
+    # Endpoint documents dropped into <instance>/openapi/ are endpoints of this runtime too.
+    from falweb.openapi import add_directory
+
+    add_directory(os.path.join(app.config["FALWEB_INSTANCE_PATH"], "openapi"))
     errors.init_app(app)
     # The websocket route first: /run/<id>/realtime must not fall to the HTTP run route.
     realtime_api.sock.init_app(app)

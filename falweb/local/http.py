@@ -142,6 +142,10 @@ def find_endpoint(endpoint_id):
     endpoint = get_endpoint(endpoint_id)
     if endpoint is None:
         raise errors.detail(404, f"Application '{endpoint_id.strip('/')}' not found")
+    if not runtime().serves(endpoint):
+        raise errors.detail(404, f"Application '{endpoint_id.strip('/')}' is not served by "
+                                 f"the {runtime().engine.name} engine, which makes images "
+                                 "only (the preview engine answers it)")
     return endpoint
 
 

@@ -323,6 +323,14 @@ class Runtime:
             detail = f"Internal error in the {self.engine.name} engine: {type(exc).__name__}"
             return {"detail": detail}, 500, detail, "internal_error"
 
+    def serves(self, endpoint):
+        """False for an endpoint this runtime's engine cannot answer in its documented shape:
+        a real engine (diffusers) makes images only, so a documented endpoint whose output
+        has no ``images`` (video, audio, text) is left to the preview engine."""
+        if endpoint.document is None or getattr(self.engine, "synthetic", False):
+            return True
+        return "images" in endpoint.output_schema._declared_fields
+
     def check_input(self, endpoint, input, base_url, allow_fetch=True):
         """The bytes of the file inputs by field, once the request is checked against this
         runtime's limits; :class:`InvalidInput` naming the field otherwise.
@@ -363,7 +371,10 @@ class Runtime:
                 if read is None:
                     continue
                 data, content_type = read
-                check_image(data, content_type, self.max_input_pixels)
+                # A documented endpoint's *_url inputs may be audio or video: only the
+                # image ones are held to the image checks.
+                if endpoint.document is None or "image" in field:
+                    check_image(data, content_type, self.max_input_pixels)
             except InputFileError as exc:
                 raise InvalidInput(field, str(exc)) from None
             files[field] = data

@@ -1,8 +1,11 @@
 """The endpoint catalog: which fal endpoints falweb knows, with their schemas."""
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from dataclasses import field
 
+from falweb.schemas.documented import with_documented_fields
 from falweb.schemas.flux import FluxDevInput
 from falweb.schemas.lora import LoraInput
 from falweb.schemas.outputs import LoraOutputSchema
@@ -33,6 +36,10 @@ class Endpoint:
     format_field: str = "format"
     category: str = "text-to-image"
     tags: tuple = ()
+    #: The OpenAPI document a generated endpoint was built from (``None``: hand-written).
+    document: dict | None = field(default=None, compare=False, hash=False, repr=False)
+    #: Where that document came from: "builtin", a folder, "fal", a registered source.
+    source: str = ""
 
 
 def _catalog(*endpoints):
@@ -44,7 +51,7 @@ CATALOG = _catalog(
         endpoint_id="fal-ai/realistic-vision",
         title="Realistic Vision",
         description="Photorealistic images with the Realistic Vision Stable Diffusion model.",
-        input_schema=RealisticVisionInput,
+        input_schema=with_documented_fields(RealisticVisionInput, "fal-ai/realistic-vision"),
         output_schema=TextToImageOutputSchema,
         tags=("stable-diffusion", "photorealistic"),
     ),
@@ -79,7 +86,7 @@ CATALOG = _catalog(
         endpoint_id="fal-ai/lora",
         title="Stable Diffusion with LoRAs",
         description="Any Stable Diffusion base model with any LoRA weights.",
-        input_schema=LoraInput,
+        input_schema=with_documented_fields(LoraInput, "fal-ai/lora"),
         output_schema=LoraOutputSchema,
         # The seed's Next.js example calls "110602490-lora"; fal's clients turn that into
         # "110602490/lora".
@@ -105,11 +112,39 @@ _BY_ID = {
 }
 
 
+log = logging.getLogger("falweb.schemas")
+
+
 def get_endpoint(endpoint_id):
     """Return the :class:`Endpoint` for a canonical id or alias, or ``None``.
 
+    The hand-written endpoints above come first; any other id is looked up in the endpoint
+    documents (:mod:`falweb.openapi`: shipped, ``instance/openapi/``, registered sources,
+    and with the fal backend fal's published documents) and its schemas are generated.
     Leading and trailing slashes are ignored (``/fal-ai/fast-sdxl/`` works).
     """
     if not isinstance(endpoint_id, str):
         return None
-    return _BY_ID.get(endpoint_id.strip("/"))
+    endpoint_id = endpoint_id.strip("/")
+    found = _BY_ID.get(endpoint_id)
+    if found is not None:
+        return found
+    return documented_endpoint(endpoint_id)
+
+
+def documented_endpoint(endpoint_id):
+    """The endpoint built from ``endpoint_id``'s document, or ``None`` (no document, or one
+    that describes no usable endpoint: logged, never raised)."""
+    # Imported here: falweb.openapi builds on this module's Endpoint.
+    from falweb.openapi import find_document
+    from falweb.openapi.endpoints import CACHE
+    from falweb.schemas.from_json_schema import SchemaError
+
+    document, source = find_document(endpoint_id)
+    if document is None:
+        return None
+    try:
+        return CACHE.get(endpoint_id, document, source)
+    except (ValueError, SchemaError) as exc:
+        log.warning("the document for %s describes no usable endpoint: %s", endpoint_id, exc)
+        return None

@@ -75,7 +75,7 @@ class LoraWeightSchema(Schema):
     )
     scale = StrictFloat(
         load_default=1.0,
-        validate=validate.Range(min=-4, max=4),
+        validate=validate.Range(min=0, max=4),
         metadata={
             "description": (
                 "The scale of the LoRA weight. This is used to scale the LoRA weight before "
@@ -83,6 +83,17 @@ class LoraWeightSchema(Schema):
             ),
             "step": 0.05,
         },
+    )
+
+
+class SdLoraWeightSchema(LoraWeightSchema):
+    """fal ``LoraWeight`` of the Stable Diffusion endpoints (fast-sdxl, realistic-vision),
+    whose documents bound ``scale`` to 0..1. Their ``force`` flag is not modelled."""
+
+    scale = StrictFloat(
+        load_default=1.0,
+        validate=validate.Range(min=0, max=1),
+        metadata=dict(LoraWeightSchema._declared_fields["scale"].metadata),
     )
 
 
@@ -173,9 +184,9 @@ def guidance_scale(default, *, minimum=0, maximum=20):
     )
 
 
-def loras(*, max_rows=MAX_LORAS):
+def loras(*, max_rows=MAX_LORAS, row=LoraWeightSchema):
     return fields.List(
-        fields.Nested(LoraWeightSchema),
+        fields.Nested(row),
         load_default=list,
         validate=validate.Length(
             max=max_rows, error=f"At most {max_rows} LoRA weights are allowed."

@@ -10,6 +10,7 @@ from falweb.schemas.fields import IMAGE_SIZE_PRESETS
 from falweb.schemas.fields import IMAGE_SIZE_SIDE_DEFAULT
 from falweb.schemas.fields import FileUrl
 from falweb.schemas.fields import ImageSize
+from falweb.schemas.forms import group_schema
 from falweb.schemas.forms import list_row_schema
 
 #: Fields shown above "Advanced" unless their metadata says otherwise; required fields are
@@ -24,10 +25,12 @@ class FieldInfo:
     """What a form needs to render one input field.
 
     ``kind`` is one of ``text``, ``textarea``, ``integer``, ``number``, ``boolean``,
-    ``select``, ``image_size``, ``list``, ``file``. For ``image_size``, ``choices`` are the
-    presets and ``subfields`` the custom width/height; for ``list``, ``subfields`` describe
-    one row and ``max`` is the most rows. ``multiple`` marks a text box holding a
-    comma-separated list (embedding tokens). ``example`` is a placeholder suggestion.
+    ``select``, ``image_size``, ``list``, ``group`` (one nested object), ``file``, ``files``
+    (``*_urls``) or ``json`` (a value the form takes as JSON text). For ``image_size``,
+    ``choices`` are the presets and ``subfields`` the custom width/height; for ``list``
+    (and ``group``), ``subfields`` describe one row and ``max`` is the most rows.
+    ``multiple`` marks a text box holding a comma-separated list (embedding tokens).
+    ``example`` is a placeholder suggestion.
     """
 
     name: str
@@ -109,12 +112,15 @@ def _describe(name, field):
             )
             for side in ("width", "height")
         )
-    row_schema = list_row_schema(field)
+    row_schema = list_row_schema(field) or group_schema(field)
     if row_schema is not None:
         info["subfields"] = tuple(
             _describe(sub, subfield) for sub, subfield in row_schema.fields.items()
         )
-        info["default"] = []
+        if list_row_schema(field) is not None:
+            info["default"] = []
+        else:
+            info["max"] = 1
     if isinstance(field, fields.List) and row_schema is None:
         info["multiple"] = True
     if info["kind"] == "integer" and info["step"] is None:
@@ -136,5 +142,12 @@ def _kind(field, info):
     if isinstance(field, fields.Float):
         return "number"
     if isinstance(field, fields.List):
-        return "list" if list_row_schema(field) is not None else "text"
+        if list_row_schema(field) is not None:
+            return "list"
+        return "files" if isinstance(field.inner, FileUrl) else "text"
+    if group_schema(field) is not None:
+        return "group"
+    if isinstance(field, (fields.Dict, fields.Raw)) and not isinstance(field, fields.String) \
+            and type(field).__name__ != "Union":
+        return "json"
     return "text"

@@ -14,6 +14,10 @@ sent. Form naming, as the pages post it:
   all blank is an unused template row and is dropped, while a row with some values and a
   blank required one (a scale without a path) is kept for the schema to flag. Embedding
   ``tokens`` are comma-separated. A list may also arrive whole, as a list of dicts or as JSON text.
+- a single nested object (``advanced_camera_control``) posts like a list with one row,
+  ``<field>-0-<subfield>``, and folds to an object; a row left blank leaves it out.
+- fields a form cannot model as boxes (free objects, values of several types inside rows)
+  are JSON text, parsed here.
 - a blank value means "use the default", except for text fields marked ``allow_blank``
   (``negative_prompt``: clearing it is a choice).
 
@@ -62,27 +66,42 @@ def list_row_schema(field):
     return None
 
 
+def group_schema(field):
+    """The schema of a single nested object (``Nested(...)``), else ``None``."""
+    if isinstance(field, fields.Nested) and not field.many:
+        return field.schema
+    return None
+
+
+def row_schema(field):
+    """The schema of a field posted as rows: a list of objects, or one object (one row)."""
+    return list_row_schema(field) or group_schema(field)
+
+
 def _fold_rows(schema, data):
     rows = {}
     rest = {}
     for key, value in data.items():
         match = _ROW_KEY.fullmatch(key) if isinstance(key, str) else None
         field = schema.fields.get(match["field"]) if match else None
-        if field is None or list_row_schema(field) is None:
+        if field is None or row_schema(field) is None:
             rest[key] = value
             continue
         row = rows.setdefault(match["field"], {}).setdefault(int(match["index"]), {})
         row[match["sub"]] = value
     for name, indexed in rows.items():
-        row_schema = list_row_schema(schema.fields[name])
+        rows_schema = row_schema(schema.fields[name])
         folded = []
         for _, row in sorted(indexed.items()):
             # Subfields the row type does not have are form noise, like other unknown keys.
-            row = {k: v for k, v in row.items() if k in row_schema.fields}
+            row = {k: v for k, v in row.items() if k in rows_schema.fields}
             if all(_blank(value) for value in row.values()):
                 continue
             folded.append(row)
-        rest[name] = folded
+        if group_schema(schema.fields[name]) is None:
+            rest[name] = folded
+        elif folded:
+            rest[name] = folded[0]
     return rest
 
 
@@ -154,19 +173,39 @@ def _coerce_value(field, value):
                 for k, v in value.items()
             }
         return value
-    row_schema = list_row_schema(field)
-    if row_schema is not None:
+    rows_schema = list_row_schema(field)
+    if rows_schema is not None:
         if isinstance(value, str):
             value = _json_list(value)
         if isinstance(value, list):
             return [
-                _coerce(row_schema, row) if isinstance(row, Mapping) else row for row in value
+                _coerce(rows_schema, row) if isinstance(row, Mapping) else row for row in value
             ]
         return value
+    one = group_schema(field)
+    if one is not None:
+        if isinstance(value, str):
+            value = _json_value(value)
+        return _coerce(one, value) if isinstance(value, Mapping) else value
     if isinstance(field, fields.List) and isinstance(value, str):
-        # A list of strings (embedding tokens) is typed as comma-separated text.
-        return [part.strip() for part in value.split(",") if part.strip()]
+        if value.strip().startswith("["):
+            return _json_value(value)
+        # A list of strings (embedding tokens) is typed as comma-separated text; numbers in
+        # a list (custom sigmas) are converted like single numbers.
+        return [_coerce_value(field.inner, part.strip()) for part in value.split(",")
+                if part.strip()]
+    if isinstance(field, (fields.Dict, fields.Raw)) and not isinstance(field, fields.String) \
+            and isinstance(value, str) and type(field).__name__ != "Union":
+        return _json_value(value)
     return value
+
+
+def _json_value(text):
+    """``text`` parsed as JSON, else ``text`` (for the schema to refuse beside its field)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
 
 
 def _json_list(text):
@@ -208,6 +247,8 @@ def _text(value):
 def _row_text(sub, value):
     if sub.multiple and isinstance(value, list):
         return ", ".join(str(item) for item in value)
+    if isinstance(value, (dict, list)) or sub.kind == "json" and value is not None:
+        return json.dumps(value)
     return _text(value)
 
 
@@ -228,8 +269,8 @@ def values_from_input(fields, data=None):
                 values[f"{field.name}_height"] = _text(value.get("height"))
             else:
                 values[field.name] = _text(value)
-        elif field.kind == "list":
-            rows = value if isinstance(value, list) else []
+        elif field.kind in ("list", "group"):
+            rows = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
             values[field.name] = [
                 {sub.name: _row_text(sub, row.get(sub.name)) for sub in field.subfields}
                 for row in rows
@@ -237,6 +278,8 @@ def values_from_input(fields, data=None):
             ]
         elif field.multiple and isinstance(value, list):
             values[field.name] = ", ".join(str(item) for item in value)
+        elif field.kind == "json":
+            values[field.name] = "" if value is None else json.dumps(value)
         else:
             values[field.name] = _text(value)
     return values
@@ -259,7 +302,7 @@ def values_from_form(fields, form):
             values[name] = form.get(name, "")
             for side in ("width", "height"):
                 values[f"{name}_{side}"] = form.get(f"{name}_{side}", "")
-        elif field.kind == "list":
+        elif field.kind in ("list", "group"):
             values[name] = _rows_from_form(field, form)
         else:
             values[name] = form.get(name, "")
@@ -291,7 +334,7 @@ def post_data(fields, values):
         if field.kind == "boolean":
             if value:
                 data[field.name] = "on"
-        elif field.kind == "list":
+        elif field.kind in ("list", "group"):
             for index, row in enumerate(value or []):
                 for sub, text in row.items():
                     data[row_key(field.name, index, sub)] = text

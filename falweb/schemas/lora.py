@@ -65,6 +65,7 @@ class LoraInput(FalInput):
     num_inference_steps = common.num_inference_steps(30)
     guidance_scale = common.guidance_scale(7.5)
     clip_skip = StrictInteger(
+        load_default=0,
         validate=validate.Range(min=0, max=2),
         metadata={"description": "Skip part of the text encoder (0 = none)."},
     )

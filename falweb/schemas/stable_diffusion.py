@@ -18,7 +18,7 @@ class RealisticVisionInput(FalInput):
     ``model_name`` has no default in the docs; the seed's own example input sends
     ``SG161222/Realistic_Vision_V6.0_B1_noVAE``, so that is the default here. ``image_size``
     prints as ``[object Object]`` in the docs: an object default, i.e. fal's ``ImageSize``
-    with its documented 512×512 sides.
+    whose default in fal's real document is 1024×1024.
     """
 
     model_name = fields.String(
@@ -28,10 +28,10 @@ class RealisticVisionInput(FalInput):
     )
     prompt = common.prompt()
     negative_prompt = common.negative_prompt(REALISTIC_VISION_NEGATIVE_PROMPT)
-    image_size = common.image_size({"width": 512, "height": 512})
-    num_inference_steps = common.num_inference_steps(35)
+    image_size = common.image_size({"height": 1024, "width": 1024})
+    num_inference_steps = common.num_inference_steps(35, maximum=70)
     guidance_scale = common.guidance_scale(5)
-    loras = common.loras()
+    loras = common.loras(row=common.SdLoraWeightSchema)
     embeddings = common.embeddings()
     expand_prompt = common.expand_prompt()
     num_images = common.num_images()
@@ -40,6 +40,7 @@ class RealisticVisionInput(FalInput):
     sync_mode = common.sync_mode()
     format = common.image_format()
     safety_checker_version = common.safety_checker_version()
+    request_id = common.request_id()
 
 
 class FastSdxlInput(FalInput):
@@ -48,11 +49,11 @@ class FastSdxlInput(FalInput):
     prompt = common.prompt()
     negative_prompt = common.negative_prompt("")
     image_size = common.image_size("square_hd")
-    num_inference_steps = common.num_inference_steps(25)
+    num_inference_steps = common.num_inference_steps(25, maximum=50)
     guidance_scale = common.guidance_scale(7.5)
     seed = common.seed()
     num_images = common.num_images()
-    loras = common.loras()
+    loras = common.loras(row=common.SdLoraWeightSchema)
     embeddings = common.embeddings()
     enable_safety_checker = common.enable_safety_checker()
     safety_checker_version = common.safety_checker_version()
@@ -85,7 +86,7 @@ class FastLcmDiffusionInput(FalInput):
     prompt = common.prompt()
     negative_prompt = common.negative_prompt("")
     image_size = common.image_size("square_hd")
-    num_inference_steps = common.num_inference_steps(6, maximum=12)
+    num_inference_steps = common.num_inference_steps(6, maximum=32)
     guidance_scale = common.guidance_scale(1.5)
     guidance_rescale = StrictFloat(
         load_default=0.0,

@@ -43,4 +43,52 @@
     var full = list.querySelectorAll("[data-row]").length >= Number(list.getAttribute("data-max-rows"));
     list.querySelector("[data-add-row]").hidden = full;
   });
+
+  // A slider beside a bounded number box: both show the same value; the box is what posts.
+  document.addEventListener("input", function (event) {
+    var target = event.target;
+    if (target.matches("input[type=range][data-slider-for]")) {
+      var box = document.getElementById(target.getAttribute("data-slider-for"));
+      if (box) box.value = target.value;
+    } else if (target.matches("input[type=number]") && target.id) {
+      var slider = document.querySelector('[data-slider-for="' + target.id + '"]');
+      if (slider && target.value !== "") slider.value = target.value;
+    }
+  });
+
+  // A chosen image file shows at once, before the form is sent.
+  function preview(input) {
+    var field = input.name.replace(/_file$/, "");
+    var image = document.querySelector('[data-preview-for="' + field + '"]');
+    var file = input.files && input.files[0];
+    if (!image || !file || !/^image\//.test(file.type)) return;
+    var url = URL.createObjectURL(file);
+    image.src = url;
+    image.hidden = false;
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("[data-file-input] input[type=file]")) preview(event.target);
+  });
+
+  // Drop a file on, or paste one into, a file field: it becomes the field's chosen file.
+  function put(box, files) {
+    var input = box.querySelector("input[type=file]");
+    if (!input || !files || !files.length) return false;
+    var transfer = new DataTransfer();
+    for (var i = 0; i < (input.multiple ? files.length : 1); i++) transfer.items.add(files[i]);
+    input.files = transfer.files;
+    preview(input);
+    return true;
+  }
+  document.addEventListener("dragover", function (event) {
+    if (event.target.closest && event.target.closest("[data-file-input]")) event.preventDefault();
+  });
+  document.addEventListener("drop", function (event) {
+    var box = event.target.closest && event.target.closest("[data-file-input]");
+    if (box && put(box, event.dataTransfer.files)) event.preventDefault();
+  });
+  document.addEventListener("paste", function (event) {
+    var box = event.target.closest && event.target.closest("[data-file-input]");
+    if (box && event.clipboardData && put(box, event.clipboardData.files)) event.preventDefault();
+  });
 })();

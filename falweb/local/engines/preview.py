@@ -85,6 +85,11 @@ class PreviewEngine:
 
     def run(self, input, ctx):
         endpoint = ctx.endpoint
+        if endpoint.document is not None:
+            # Known only by its OpenAPI document: outputs shaped by that document.
+            from falweb.local.engines import synthetic
+
+            return synthetic.run(endpoint, input, ctx, render, self.step_delay)
         prompt, (width, height), steps, count, seed, fmt = common_inputs(input, endpoint)
         init = ctx.image("image_url")
         if init is not None:
