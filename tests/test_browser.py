@@ -70,9 +70,14 @@ def slow_server(tmp_path):
 
 
 def wait(driver, condition, timeout=15, message="condition"):
+    from selenium.common.exceptions import NoSuchElementException
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(
+    # htmx swaps elements while a condition looks at them: an element found an instant
+    # before its swap is stale the next; that is "not yet", so look again.
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException)).until(
         lambda d: condition(d), message=message
     )
 
