@@ -237,6 +237,11 @@ class RealtimeConnection:
             if self._core.closing:
                 raise FalError("the realtime connection is closed")
             self._core.offer(input)
+            # Leading edge: with the socket open and the window free, it goes now, from
+            # the caller's thread, before a next send() could replace it.
+            action = self._core.next_action(time.monotonic(), self._ws is not None)
+            if action[0] == "send":
+                self._send_frame(action[1])
             self._cond.notify_all()
             if self._supervisor is None:
                 self._supervisor = threading.Thread(target=self._supervise, daemon=True,
