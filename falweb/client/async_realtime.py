@@ -19,8 +19,7 @@ from falweb.client.errors import FalTimeoutError
 from falweb.client.realtime_core import CLOSED
 from falweb.client.realtime_core import TOKEN_EXPIRATION_SECONDS
 from falweb.client.realtime_core import RealtimeCore
-from falweb.client.realtime_core import classify
-from falweb.client.realtime_core import decode
+from falweb.client.realtime_core import route
 from falweb.client.realtime_core import token_plan
 
 log = logging.getLogger(__name__)
@@ -156,10 +155,7 @@ class AsyncRealtimeConnection:
                 self._wake.set()
 
     async def _handle(self, data):
-        try:
-            found = classify(decode(data))
-        except ApiError as error:
-            found = ("error", error)
+        found = route(data)
         if found is None:
             return None
         kind, value = found

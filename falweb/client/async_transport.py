@@ -3,7 +3,6 @@
 ``await``, and :class:`AsyncFalStream`."""
 
 import asyncio
-import time
 
 import httpx
 
@@ -16,6 +15,7 @@ from falweb.client.errors import FalConnectionError
 from falweb.client.errors import FalTimeoutError
 from falweb.client.retry import NO_RETRY
 from falweb.client.streaming import SSEDecoder
+from falweb.client.streaming import StreamBase
 from falweb.client.streaming import parse_event
 
 _FILE_CHUNK = 1024 * 1024
@@ -134,20 +134,12 @@ async def _file_chunks(file):
         yield chunk
 
 
-class AsyncFalStream:
+class AsyncFalStream(StreamBase):
     """:class:`~falweb.client.FalStream` for the async client: ``async for event in
     stream``, ``await stream.done()``, ``await stream.aclose()``, ``async with``."""
 
-    def __init__(self, response, *, deadline=None):
-        self.response = response
-        self.request_id = response.headers.get("x-fal-request-id") or None
-        self.deadline = deadline
-        self.is_sse = response.headers.get("Content-Type", "").startswith("text/event-stream")
-        self._events = self._generate()
-        self._last = None
-
     def _check_deadline(self):
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if self._past_deadline():
             raise FalTimeoutError("the event stream passed its deadline")
 
     async def _generate(self):

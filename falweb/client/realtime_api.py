@@ -21,8 +21,7 @@ from falweb.client.errors import FalTimeoutError
 from falweb.client.realtime_core import CLOSED
 from falweb.client.realtime_core import TOKEN_EXPIRATION_SECONDS
 from falweb.client.realtime_core import RealtimeCore
-from falweb.client.realtime_core import classify
-from falweb.client.realtime_core import decode
+from falweb.client.realtime_core import route
 from falweb.client.realtime_core import token_plan
 
 log = logging.getLogger(__name__)
@@ -198,10 +197,7 @@ class RealtimeConnection:
             self._cond.notify_all()
 
     def _handle(self, data):
-        try:
-            found = classify(decode(data))
-        except ApiError as error:
-            found = ("error", error)
+        found = route(data)
         if found is None:
             return None
         kind, value = found

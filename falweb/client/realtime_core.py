@@ -110,6 +110,15 @@ def classify(message):
     return "result", message
 
 
+def route(data):
+    """Where a frame goes: :func:`classify` of its decoded message, a decode failure being
+    an ``("error", ApiError)``."""
+    try:
+        return classify(decode(data))
+    except ApiError as error:
+        return "error", error
+
+
 def encode(input):
     """An input's frame: ``bytes`` as given, anything else msgpack (a binary frame)."""
     if isinstance(input, bytes | bytearray):

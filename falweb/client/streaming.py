@@ -82,7 +82,23 @@ def _chunks(response):
         yield from response.iter_content(chunk_size=1)
 
 
-class FalStream:
+class StreamBase:
+    """What both clients' streams know of their response: ``request_id`` (its
+    ``x-fal-request-id``), ``deadline``, and whether it is SSE."""
+
+    def __init__(self, response, *, deadline=None):
+        self.response = response
+        self.request_id = response.headers.get("x-fal-request-id") or None
+        self.deadline = deadline
+        self.is_sse = response.headers.get("Content-Type", "").startswith("text/event-stream")
+        self._events = self._generate()
+        self._last = None
+
+    def _past_deadline(self):
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+class FalStream(StreamBase):
     """An open event stream. Iterate it for events; ``done()`` returns the last one.
 
     ``request_id`` is the response's ``x-fal-request-id``. Events are the parsed JSON of
@@ -93,16 +109,8 @@ class FalStream:
     connection breaks.
     """
 
-    def __init__(self, response, *, deadline=None):
-        self.response = response
-        self.request_id = response.headers.get("x-fal-request-id") or None
-        self.deadline = deadline
-        self.is_sse = response.headers.get("Content-Type", "").startswith("text/event-stream")
-        self._events = self._generate()
-        self._last = None
-
     def _check_deadline(self):
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if self._past_deadline():
             self.close()
             raise FalTimeoutError("the event stream passed its deadline")
 
