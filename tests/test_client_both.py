@@ -274,6 +274,25 @@ def test_get_handle_and_cancel_answers(make, slow_runtime):
     assert info.value.status == 400 and info.value.body == {"status": "ALREADY_COMPLETED"}
 
 
+@both
+def test_webhook_url_reaches_the_receiver(fal, shared_runtime):
+    received = []
+    receiver = Flask("receiver")
+
+    @receiver.post("/hook")
+    def hook():
+        received.append(request.get_json())
+        return "", 204
+
+    with ServerThread(receiver) as server:
+        # A loopback receiver: the runtime delivers there only once allowed.
+        shared_runtime.runtime.allow_webhook_prefix(f"{server.url}/hook")
+        result = fal.subscribe("fal-ai/fast-sdxl", {"prompt": "x", **SMALL},
+                               webhook_url=f"{server.url}/hook")
+        wait_until(lambda: received, timeout=10, interval=0.05, message="the webhook delivery")
+    assert received[0]["request_id"] == result.request_id and received[0]["status"] == "OK"
+
+
 # -- run and errors --------------------------------------------------------------------------------
 
 
@@ -281,6 +300,9 @@ def test_get_handle_and_cancel_answers(make, slow_runtime):
 def test_run_and_its_errors(fal):
     result = fal.run("fal-ai/fast-lcm-diffusion", {"prompt": "a cat", **SMALL})
     assert result["images"][0]["url"] and result.request_id
+    result = fal.run("fal-ai/fast-sdxl", {"prompt": "by query", "num_inference_steps": 2},
+                     method="get")
+    assert result["prompt"] == "by query"
     with pytest.raises(ValidationError) as info:
         fal.run("fal-ai/fast-sdxl", {"prompt": "x", "num_images": "lots"})
     assert "num_images" in info.value.fields
