@@ -629,3 +629,14 @@ def test_realtime_survives_a_token_that_expires_mid_session(make, relayed):
         assert connection.recv(timeout=20)["prompt"] == "third"
     # A stale token would have been refused ("Unauthorized", 401) before a fresh one helped.
     assert [e for e in errors if getattr(e, "status", None) == 401] == []
+
+
+@both
+def test_realtime_reports_a_refused_token(fal):
+    errors = []
+    with fal.realtime.connect("fal-ai/fast-lcm-diffusion", on_error=errors.append,
+                              token_provider=lambda app_path: "not-a-token") as connection:
+        connection.send(lcm("x"))
+        wait_until(lambda: any(getattr(e, "status", None) == 401 for e in errors),
+                   timeout=10, message="the refused token to be reported")
+    assert connection.state == "closed"

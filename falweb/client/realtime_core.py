@@ -245,4 +245,5 @@ class RealtimeCore:
             waits.append(free_at - now)
         if now >= self.refresh_at:
             return ("token",)
-        return ("wait", max(0.0, min(waits)))
+        wait = min(waits)
+        return ("wait", None if wait == float("inf") else max(0.0, wait))
