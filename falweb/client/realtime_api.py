@@ -287,3 +287,5 @@ def _close_quietly(ws):
         ws.close()
     except (OSError, websocket.WebSocketException):
         pass
+    # close() does nothing once websocket-client saw the peer go; the socket is still ours.
+    ws.shutdown()
