@@ -27,6 +27,7 @@ from falweb.client import AsyncClient
 from falweb.client import FalClient
 from falweb.client import FalConnectionError
 from falweb.client import FalTimeoutError
+from falweb.client import MissingCredentialsError
 from falweb.client import QueueStatus
 from falweb.client import RetryPolicy
 from falweb.client import ValidationError
@@ -325,6 +326,13 @@ def test_an_unreachable_backend_fails_fast_without_the_key(make):
         fal.subscribe("fal-ai/fast-sdxl", {"prompt": "x"})
     assert time.monotonic() - started < 5
     assert f"127.0.0.1:{port}" in str(info.value) and "sekrit" not in str(info.value)
+
+
+@both
+def test_missing_credentials_for_fal_itself_is_a_clear_error(make):
+    fal = make()  # no key, no proxy, no local runtime: fal itself, which needs a key
+    with pytest.raises(MissingCredentialsError, match="FAL_KEY"):
+        fal.run("fal-ai/fast-sdxl", {"prompt": "x"})
 
 
 @pytest.fixture
