@@ -7,13 +7,14 @@ against one local runtime.
   is measured at each client's default interval (fal 0.1 s, falweb 0.5 s, the JS client's)
   and at one equal interval.
 - **Upload throughput of a 200 MiB file** (both go multipart above ~90-100 MiB); each upload
-  is read back and its digest checked, outside the timing.
+  is read back and its digest checked, outside the timing. Then the same data as bytes,
+  untimed: how much of it arrives with each client.
 
 Printed as ratios of fal's figure to falweb's (> 1: falweb is faster), with the absolute
 numbers beside them. fal's client is pointed at the runtime by its module URL constants
 (it has no host option; fal-protocol §13.2).
 
-    .venv/bin/python bench/client.py [--runs 15] [--interval 0.1] [--mib 200]
+    .venv/bin/python bench/client.py [--runs 15] [--interval 0.1] [--mib 200] [--upload-rounds 3]
 """
 
 import argparse
@@ -88,6 +89,7 @@ def main():
                         help="the equal poll interval for the like-for-like row")
     parser.add_argument("--mib", type=int, default=200)
     parser.add_argument("--step-delay", type=float, default=0.03)
+    parser.add_argument("--upload-rounds", type=int, default=3)
     args = parser.parse_args()
 
     folder = tempfile.mkdtemp(prefix="falweb-bench-client-")
@@ -139,15 +141,22 @@ def main():
                     digest.update(chunk)
                     f.write(chunk)
             expected = digest.hexdigest()
-            print(f"\nupload of a {args.mib} MiB file, MiB/s (each read back and checked):")
-            results = {
-                "fal sync": upload_seconds(fal_sync.upload_file, path),
-                "falweb sync": upload_seconds(falweb.storage.upload, path),
-                "fal async": upload_seconds(
-                    lambda p: loop.run_until_complete(fal_async.upload_file(p)), path),
-                "falweb async": upload_seconds(
-                    lambda p: loop.run_until_complete(falweb_async.storage.upload(p)), path),
+            print(f"\nupload of a {args.mib} MiB file, MiB/s, best of {args.upload_rounds} "
+                  "(the best of each read back and checked):")
+            uploads = {
+                "fal sync": fal_sync.upload_file,
+                "falweb sync": falweb.storage.upload,
+                "fal async": lambda p: loop.run_until_complete(fal_async.upload_file(p)),
+                "falweb async": lambda p: loop.run_until_complete(falweb_async.storage.upload(p)),
             }
+            # Interleaved rounds, the best of each: this machine is shared, and a neighbour's
+            # burst should not decide a ratio.
+            results = {}
+            for _ in range(args.upload_rounds):
+                for name, upload in uploads.items():
+                    seconds, url = upload_seconds(upload, path)
+                    if name not in results or seconds < results[name][0]:
+                        results[name] = (seconds, url)
             speed = {name: args.mib / seconds for name, (seconds, _) in results.items()}
             for name, (_, url) in results.items():
                 if digest_of(url) != expected:
@@ -156,6 +165,17 @@ def main():
                 ratio = speed[f"falweb {kind}"] / speed[f"fal {kind}"]
                 print(f"  {kind:<6} fal {speed[f'fal {kind}']:7.1f} MiB/s   falweb "
                       f"{speed[f'falweb {kind}']:7.1f} MiB/s   falweb/fal {ratio:5.2f}x")
+
+            # The same file as bytes in memory: what arrives (fal-ai/fal#1146).
+            with open(path, "rb") as f:
+                data = f.read()
+            print(f"\nupload of the same {args.mib} MiB as bytes, what arrives:")
+            for name, upload in (("fal sync", fal_sync.upload),
+                                 ("falweb sync", falweb.storage.upload)):
+                url = upload(data, "application/octet-stream")
+                arrived = len(requests.get(url, timeout=120).content) / (1024 * 1024)
+                print(f"  {name:<12} {arrived:7.1f} MiB of {args.mib}"
+                      f"{'' if digest_of(url) == expected else '  (differs from the original)'}")
         finally:
             falweb.close()
             loop.run_until_complete(falweb_async.aclose())

@@ -1,6 +1,7 @@
 """``FalClient``: one configured client with the seed's API (run, subscribe, queue, stream,
 storage, realtime); :class:`ClientBase` holds what it shares with the async client."""
 
+import time
 from urllib.parse import urlencode
 
 from falweb.client.effects import Call
@@ -31,13 +32,16 @@ def subscribe_plan(client, endpoint_id, input, *, logs=False, on_enqueue=None,
                    timeout=None, priority=None, hint=None, start_timeout=None, headers=None):
     if mode not in ("polling", "streaming"):
         raise ValueError(f"mode must be 'polling' or 'streaming', not {mode!r}")
+    # The timeout covers the whole call, the submit included.
+    deadline = None if timeout is None else time.monotonic() + float(timeout)
     handle = yield from submit_plan(client, endpoint_id, input, webhook_url=webhook_url,
                                     priority=priority, hint=hint, start_timeout=start_timeout,
                                     headers=headers)
     if on_enqueue is not None:
         yield Notify(on_enqueue, (handle.request_id,))
     return (yield from wait_and_fetch_plan(
-        client, handle.endpoint_id, handle.request_id, timeout=timeout, cancel=True,
+        client, handle.endpoint_id, handle.request_id, timeout=timeout, deadline=deadline,
+        cancel=True,
         logs=logs, on_queue_update=on_queue_update, poll_interval=poll_interval, mode=mode))
 
 

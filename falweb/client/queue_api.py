@@ -178,10 +178,10 @@ def _follow_stream_plan(client, endpoint_id, request_id, logs, on_queue_update, 
     return status
 
 
-def wait_and_fetch_plan(client, endpoint_id, request_id, *, timeout=None, cancel=False,
-                        **options):
+def wait_and_fetch_plan(client, endpoint_id, request_id, *, timeout=None, deadline=None,
+                        cancel=False, **options):
     """Wait for completion (``subscribe_to_status``), then fetch the :class:`Result`."""
-    deadline = _deadline(timeout, None)
+    deadline = _deadline(timeout, deadline)
     yield from subscribe_to_status_plan(client, endpoint_id, request_id, timeout=timeout,
                                         deadline=deadline, cancel_on_timeout=cancel, **options)
     try:
