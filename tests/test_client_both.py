@@ -454,6 +454,32 @@ def test_multipart_upload_round_trip(fal, monkeypatch, tmp_path):
     assert fetch(fal.upload(data, "application/octet-stream")).content == data
 
 
+@both
+def test_a_file_is_uploaded_with_its_length_not_chunked(make, tmp_path):
+    # fal's storage stands in here: signed upload URLs may refuse a chunked body.
+    app = Flask("storage")
+    puts = []
+
+    @app.post("/rest/storage/upload/initiate")
+    def initiate():
+        return jsonify(upload_url=f"{request.host_url}upload", file_url="https://x/y")
+
+    @app.put("/upload")
+    def upload():
+        puts.append((request.headers.get("Content-Length"),
+                     request.headers.get("Transfer-Encoding"), request.get_data()))
+        return "", 200
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"x" * 5000)
+    with ServerThread(app) as server:
+        fal = make(hosts=Hosts(server.url))
+        with open(path, "rb") as file:
+            file.seek(1000)
+            assert fal.upload(file) == "https://x/y"
+    assert puts == [("4000", None, b"x" * 4000)]
+
+
 def test_data_uri_helpers(tmp_path):
     path = tmp_path / "a.txt"
     path.write_bytes(b"hi")

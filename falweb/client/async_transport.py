@@ -14,6 +14,7 @@ from falweb.client.envelope import Envelope
 from falweb.client.errors import FalConnectionError
 from falweb.client.errors import FalTimeoutError
 from falweb.client.retry import NO_RETRY
+from falweb.client.storage_api import remaining_size
 from falweb.client.streaming import SSEDecoder
 from falweb.client.streaming import StreamBase
 from falweb.client.streaming import parse_event
@@ -67,6 +68,10 @@ class AsyncTransport(Envelope):
     async def _send_direct(self, call, stream=False):
         method, target, headers, body = self.prepare_direct(call)
         if body is not None and hasattr(body, "read"):
+            # A length, so the upload is not chunked: signed storage URLs may refuse that.
+            size = remaining_size(body)
+            if size is not None:
+                headers["Content-Length"] = str(size)
             body = _file_chunks(body)
         request = self.http.build_request(method, target, headers=headers, content=body,
                                           timeout=self._timeout(call.timeout, call.deadline))

@@ -79,7 +79,7 @@ class _Source:
         elif hasattr(data, "read"):
             self.file = data
             self.name = self.name or _file_object_name(data)
-            self.size = _remaining_size(data)
+            self.size = remaining_size(data)
         else:
             raise TypeError(
                 f"cannot upload {type(data).__name__}: pass bytes, a path or a binary file object"
@@ -113,7 +113,8 @@ def _file_object_name(file):
     return os.path.basename(name) if isinstance(name, str) and name else None
 
 
-def _remaining_size(file):
+def remaining_size(file):
+    """Bytes left to read in a binary file object, or None when it cannot tell."""
     # None when the stream cannot tell (pipes, sockets): then we read it part by part.
     try:
         return os.fstat(file.fileno()).st_size - file.tell()
