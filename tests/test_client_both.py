@@ -512,6 +512,10 @@ def test_through_the_proxy(make, live_server, mode):
         assert stream.done()["images"]
     assert fetch(fal.upload(b"via proxy", "text/plain")).content == b"via proxy"
     assert fal.realtime.get_temporary_auth_token("fal-ai/fast-lcm-diffusion").count(".") == 2
+    # Realtime: the token through the proxy, the socket straight to the backend.
+    with fal.realtime.connect("fal-ai/fast-lcm-diffusion") as connection:
+        connection.send(lcm("via proxy"))
+        assert connection.recv(timeout=20)["prompt"] == "via proxy"
 
 
 # -- realtime --------------------------------------------------------------------------------------

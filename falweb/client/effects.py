@@ -110,7 +110,8 @@ class _Stepper:
         self._advance(self.plan.throw, error)
 
 
-def _opened(effect, result):
+def _owned(effect):
+    """A stream the plan opened for itself: the driver closes it when the plan ends."""
     return type(effect) is OpenStream and not effect.keep
 
 
@@ -124,7 +125,7 @@ def drive(plan, perform):
             except Exception as exc:
                 step.throw(exc)
             else:
-                if _opened(step.effect, result):
+                if _owned(step.effect):
                     streams.append(result)
                 step.send(result)
         return step.value
@@ -144,7 +145,7 @@ async def drive_async(plan, perform):
             except Exception as exc:
                 step.throw(exc)
             else:
-                if _opened(step.effect, result):
+                if _owned(step.effect):
                     streams.append(result)
                 step.send(result)
         return step.value
