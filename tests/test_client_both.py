@@ -242,6 +242,10 @@ def test_queue_submit_status_stream_status_result(fal):
 
 @both
 def test_handle_iter_events_ends_with_the_final_status(fal):
+    fal.config(poll_interval=0.02)
+    handle = fal.submit("fal-ai/fast-sdxl", {"prompt": "x", **SMALL})
+    with handle.stream_status(logs=True) as events:
+        assert events.done()["status"] == "COMPLETED"
     handle = fal.submit("fal-ai/fast-sdxl", {"prompt": "x", **SMALL})
     statuses = list(handle.iter_events(with_logs=True, interval=0.02))
     assert statuses[-1].status == "COMPLETED"
@@ -437,6 +441,9 @@ def test_uploads_of_bytes_paths_files_and_images(fal, tmp_path):
 def test_binary_inputs_are_uploaded_automatically(fal):
     buffer = io.BytesIO()
     png((10, 200, 10), (64, 64)).save(buffer, format="PNG")
+    transformed = fal.storage.transform_input({"a": [b"one", "data:text/plain;base64,AA=="]})
+    assert fetch(transformed["a"][0]).content == b"one"
+    assert transformed["a"][1] == "data:text/plain;base64,AA=="  # strings pass untouched
     for image in (buffer.getvalue(), png((10, 200, 10), (64, 64))):
         result = fal.run("fal-ai/fast-sdxl/image-to-image",
                          {"prompt": "x", "image_url": image, **SMALL})
