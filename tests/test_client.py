@@ -1,24 +1,20 @@
-"""The client against the local runtime, over real HTTP: the seed's examples in Python,
-the queue, run, stream, errors, timeouts and an unreachable backend."""
+"""The sync client against the local runtime, over real HTTP: the seed's examples in Python,
+and what only the sync client has (threads sharing one client, requests' session hooks).
+Every call of both clients is in ``test_client_both.py``."""
 
 import itertools
-import socket
 import threading
 import time
 
 import pytest
-from flask import Flask
-from flask import request
 
 import falweb.client as fal
 from falweb.client import ApiError
 from falweb.client import FalClient
-from falweb.client import FalConnectionError
 from falweb.client import FalTimeoutError
 from falweb.client import QueueStatus
 from falweb.client import ValidationError
 from falweb.hosts import Hosts
-from falweb.testing import ServerThread
 from falweb.testing import serve_local_runtime
 from falweb.testing import wait_until
 
@@ -116,21 +112,6 @@ def test_seed_stream_example(default_fal):
 # -- subscribe -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["polling", "streaming"])
-def test_subscribe_delivers_updates_logs_and_the_request_id(fal_client, mode):
-    enqueued, updates = [], []
-    result = fal_client.subscribe("fal-ai/fast-sdxl", {"prompt": "a cat", **SMALL}, logs=True,
-                                  mode=mode, on_enqueue=enqueued.append,
-                                  on_queue_update=updates.append)
-    assert enqueued == [result.request_id]
-    assert updates[-1].status == "COMPLETED"
-    assert all(u.request_id == result.request_id for u in updates)
-    messages = [log["message"] for log in updates[-1].logs]
-    assert any("4/4" in m for m in messages)
-    assert len(messages) == len(set(m for m in messages))  # cumulative, never duplicated
-    assert result["images"][0]["width"] == 64
-
-
 def test_subscribe_without_logs_gets_empty_logs(fal_client):
     updates = []
     fal_client.subscribe("fal-ai/fast-sdxl", {"prompt": "x", **SMALL},
@@ -220,30 +201,6 @@ def test_stream_status(fal_client):
     assert final["status"] == "COMPLETED"
 
 
-def test_webhook_url_reaches_the_receiver(fal_client, shared_runtime):
-    received = []
-    receiver = Flask("receiver")
-
-    @receiver.post("/hook")
-    def hook():
-        received.append(request.get_json())
-        return "", 204
-
-    with ServerThread(receiver) as server:
-        # A loopback receiver: the runtime delivers there only once allowed.
-        shared_runtime.runtime.allow_webhook_prefix(f"{server.url}/hook")
-        result = fal_client.subscribe("fal-ai/fast-sdxl", {"prompt": "x", **SMALL},
-                                      webhook_url=f"{server.url}/hook")
-        wait_until(lambda: received, timeout=10, interval=0.05, message="the webhook delivery")
-    assert received[0]["request_id"] == result.request_id
-    assert received[0]["status"] == "OK"
-
-
-def test_run(fal_client):
-    result = fal_client.run("fal-ai/fast-lcm-diffusion", {"prompt": "a cat", **SMALL})
-    assert result["images"][0]["url"] and result.request_id
-
-
 def test_run_sync_mode_returns_data_uris(fal_client):
     result = fal_client.run("fal-ai/fast-sdxl", {"prompt": "x", "sync_mode": True, **SMALL})
     assert result["images"][0]["url"].startswith("data:image/")
@@ -278,32 +235,6 @@ def test_422_field_errors_name_the_field(fal_client):
     with pytest.raises(ValidationError) as info:
         fal_client.run("fal-ai/fast-sdxl", {})
     assert info.value.get_field_errors("prompt")[0]["loc"] == ["body", "prompt"]
-
-
-def test_unknown_endpoint_is_a_404_api_error(fal_client):
-    with pytest.raises(ApiError) as info:
-        fal_client.subscribe("fal-ai/does-not-exist", {"prompt": "x"})
-    assert info.value.status == 404 and not isinstance(info.value, ValidationError)
-    assert "does-not-exist" in info.value.message
-
-
-def test_result_of_unknown_request_is_404(fal_client):
-    with pytest.raises(ApiError) as info:
-        fal_client.result("fal-ai/fast-sdxl", "00000000-0000-0000-0000-000000000000")
-    assert info.value.status == 404
-
-
-def test_unreachable_backend_fails_fast_with_a_clear_message():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    client = FalClient(hosts=Hosts(f"http://127.0.0.1:{port}/local"), credentials="sekrit-key")
-    started = time.monotonic()
-    with pytest.raises(FalConnectionError) as info:
-        client.subscribe("fal-ai/fast-sdxl", {"prompt": "x"})
-    assert time.monotonic() - started < 2
-    assert f"127.0.0.1:{port}" in str(info.value)
-    assert "sekrit" not in str(info.value) and "sekrit" not in repr(info.value)
 
 
 def test_environment_key_is_not_sent_to_a_local_runtime(local_runtime, monkeypatch):

@@ -9,6 +9,9 @@ Module-level functions use one default :class:`FalClient`; ``config()`` changes 
                            on_queue_update=lambda update: print(update.status))
     print(result["images"][0]["url"], result.request_id)
 
+``AsyncClient`` has the same API for asyncio (``await client.subscribe(...)``); it needs
+the ``falweb[async]`` extra (httpx, websockets) and is imported only when first used.
+
 Backends: fal itself (a key is needed), a credential proxy (``config(proxy_url=...)``), or
 a local runtime (``config(hosts=Hosts("http://127.0.0.1:5000/local"))``, or the
 ``FALWEB_LOCAL_URL`` environment variable; no key needed, and keys from the environment are
@@ -16,6 +19,9 @@ never sent to it).
 """
 
 from falweb.client.client import FalClient
+from falweb.client.encoding import encode
+from falweb.client.encoding import encode_file
+from falweb.client.encoding import encode_image
 from falweb.client.endpoints import ensure_endpoint_id_format
 from falweb.client.endpoints import parse_endpoint_id
 from falweb.client.errors import ApiError
@@ -26,6 +32,7 @@ from falweb.client.errors import InvalidEndpointError
 from falweb.client.errors import MissingCredentialsError
 from falweb.client.errors import ValidationError
 from falweb.client.retry import RetryPolicy
+from falweb.client.status import AsyncRequestHandle
 from falweb.client.status import QueueStatus
 from falweb.client.status import RequestHandle
 from falweb.client.status import Result
@@ -90,11 +97,37 @@ def upload(data, content_type=None, file_name=None, **options):
     return default_client.storage.upload(data, content_type, file_name, **options)
 
 
+def upload_file(path, **options):
+    """:meth:`Storage.upload_file` on the default client."""
+    return default_client.storage.upload_file(path, **options)
+
+
+def upload_image(image, format="jpeg", **options):
+    """:meth:`Storage.upload_image` on the default client."""
+    return default_client.storage.upload_image(image, format, **options)
+
+
+def get_handle(endpoint_id, request_id):
+    """:meth:`Queue.get_handle` on the default client."""
+    return default_client.queue.get_handle(endpoint_id, request_id)
+
+
+def __getattr__(name):
+    # The async client needs httpx and websockets (the falweb[async] extra): imported on
+    # first use, so the sync client works without them.
+    if name == "AsyncClient":
+        from falweb.client.async_client import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "ApiError", "FalClient", "FalConnectionError", "FalError", "FalStream", "FalTimeoutError",
-    "InvalidEndpointError", "MissingCredentialsError", "QueueStatus", "RequestHandle",
-    "Result", "RetryPolicy", "UploadError", "ValidationError", "cancel", "config",
-    "default_client", "ensure_endpoint_id_format", "parse_endpoint_id", "queue", "realtime",
-    "result", "run", "status", "storage", "stream", "stream_status", "submit", "subscribe",
-    "upload",
+    "ApiError", "AsyncClient", "AsyncRequestHandle", "FalClient", "FalConnectionError", "FalError",
+    "FalStream", "FalTimeoutError", "InvalidEndpointError", "MissingCredentialsError",
+    "QueueStatus", "RequestHandle", "Result", "RetryPolicy", "UploadError", "ValidationError",
+    "cancel", "config", "default_client", "encode", "encode_file", "encode_image",
+    "ensure_endpoint_id_format", "get_handle", "parse_endpoint_id", "queue", "realtime", "result",
+    "run", "status", "storage", "stream", "stream_status", "submit", "subscribe", "upload",
+    "upload_file", "upload_image",
 ]

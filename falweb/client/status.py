@@ -110,26 +110,69 @@ class RequestHandle:
     def __getitem__(self, key):
         return self.raw[key]
 
-    def status(self, *, logs=False):
-        """The current :class:`QueueStatus`."""
-        return self._queue.status(self.endpoint_id, self.request_id, logs=logs)
+    def status(self, *, logs=False, with_logs=None):
+        """The current :class:`QueueStatus` (``with_logs`` is fal's Python name of ``logs``)."""
+        return self._queue.status(self.endpoint_id, self.request_id,
+                                  logs=logs if with_logs is None else with_logs)
 
     def stream_status(self, *, logs=False):
         """A :class:`~falweb.client.streaming.FalStream` of status updates."""
         return self._queue.stream_status(self.endpoint_id, self.request_id, logs=logs)
 
-    def result(self):
-        """The :class:`Result` (the request must be completed)."""
+    def fetch_result(self):
+        """The :class:`Result` with one GET (the request must be completed)."""
         return self._queue.result(self.endpoint_id, self.request_id)
+
+    def result(self, *, timeout=None, **options):
+        """Wait for completion, then return the :class:`Result` (fal's ``result``). Past
+        ``timeout`` seconds :class:`~falweb.client.FalTimeoutError` is raised and the request
+        keeps running (wait again, or ``cancel()``)."""
+        return self._queue.wait_for_result(self.endpoint_id, self.request_id, timeout=timeout,
+                                           **options)
+
+    def get(self, *, timeout=None, interval=None, **options):
+        """:meth:`result`, under fal's Python name (``interval``: seconds between polls)."""
+        if interval is not None:
+            options["poll_interval"] = interval
+        return self.result(timeout=timeout, **options)
 
     def cancel(self):
         """Ask the queue to cancel it; returns the answer's ``status`` string."""
         return self._queue.cancel(self.endpoint_id, self.request_id)
 
-    def get(self, **options):
-        """Wait for completion (as ``subscribe_to_status``), then return the :class:`Result`."""
-        self._queue.subscribe_to_status(self.endpoint_id, self.request_id, **options)
-        return self.result()
+    def _poll_options(self, logs, with_logs, interval):
+        interval = self._queue._client.poll_interval if interval is None else float(interval)
+        return (logs if with_logs is None else with_logs), interval
+
+    def iter_events(self, *, logs=False, with_logs=None, interval=None):
+        """Each :class:`QueueStatus`, polled every ``interval`` seconds (default the
+        client's), ending with the first final one (fal's ``iter_events``)."""
+        import time
+
+        logs, interval = self._poll_options(logs, with_logs, interval)
+        while True:
+            status = self.status(logs=logs)
+            yield status
+            if status.done:
+                return
+            time.sleep(interval)
 
     def __repr__(self):
-        return f"RequestHandle(endpoint_id={self.endpoint_id!r}, request_id={self.request_id!r})"
+        return (f"{type(self).__name__}(endpoint_id={self.endpoint_id!r}, "
+                f"request_id={self.request_id!r})")
+
+
+class AsyncRequestHandle(RequestHandle):
+    """:class:`RequestHandle` of the async client: every method returns a coroutine, and
+    ``iter_events`` is an async iterator (``async for status in handle.iter_events()``)."""
+
+    async def iter_events(self, *, logs=False, with_logs=None, interval=None):
+        import asyncio
+
+        logs, interval = self._poll_options(logs, with_logs, interval)
+        while True:
+            status = await self.status(logs=logs)
+            yield status
+            if status.done:
+                return
+            await asyncio.sleep(interval)

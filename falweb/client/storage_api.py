@@ -15,9 +15,11 @@ import time
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
+from falweb.client.effects import Call
+from falweb.client.encoding import image_bytes
+from falweb.client.encoding import is_image
 from falweb.client.errors import ApiError
 from falweb.client.errors import FalError
-from falweb.client.transport import read_response
 from falweb.hosts import REST_URL
 
 MULTIPART_THRESHOLD = 90 * 1024 * 1024
@@ -77,7 +79,7 @@ class _Source:
         elif hasattr(data, "read"):
             self.file = data
             self.name = self.name or _file_object_name(data)
-            self.size = _remaining_size(data)
+            self.size = remaining_size(data)
         else:
             raise TypeError(
                 f"cannot upload {type(data).__name__}: pass bytes, a path or a binary file object"
@@ -111,7 +113,8 @@ def _file_object_name(file):
     return os.path.basename(name) if isinstance(name, str) and name else None
 
 
-def _remaining_size(file):
+def remaining_size(file):
+    """Bytes left to read in a binary file object, or None when it cannot tell."""
     # None when the stream cannot tell (pipes, sockets): then we read it part by part.
     try:
         return os.fstat(file.fileno()).st_size - file.tell()
@@ -134,11 +137,96 @@ def _part_url(upload_url, suffix):
                        parts.query, ""))
 
 
-class Storage:
-    """``fal.storage``: ``upload()`` and ``transform_input()`` for one client's transport."""
+def _initiate_plan(kind, content_type, file_name, headers):
+    answer = yield Call("POST", f"{REST_URL}/storage/upload/{kind}?storage_type={STORAGE_TYPE}",
+                        input={"content_type": content_type, "file_name": file_name},
+                        headers=headers)
+    body = answer.body
+    if not isinstance(body, dict) or "upload_url" not in body or "file_url" not in body:
+        raise ApiError("storage initiate answered without upload_url/file_url", 200, body)
+    return body["upload_url"], body["file_url"]
 
-    def __init__(self, transport):
-        self._transport = transport
+
+def upload_plan(data, content_type=None, file_name=None, lifecycle=None):
+    source = _Source(data, file_name)
+    try:
+        content_type = content_type or guess_content_type(source.name)
+        name = source.name or default_file_name(content_type)
+        headers = {"X-Fal-Object-Lifecycle": _json(lifecycle)} if lifecycle else None
+        if source.size is not None and source.size <= MULTIPART_THRESHOLD:
+            upload_url, file_url = yield from _initiate_plan("initiate", content_type, name,
+                                                             headers)
+            yield Call("PUT", upload_url, direct=True, data=source.body(),
+                       headers={"Content-Type": content_type})
+            return file_url
+        return (yield from _multipart_plan(source, content_type, name, headers))
+    finally:
+        source.close()
+
+
+def _multipart_plan(source, content_type, file_name, headers):
+    upload_url, file_url = yield from _initiate_plan("initiate-multipart", content_type,
+                                                     file_name, headers)
+    parts = []
+    number = 1
+    while True:
+        chunk = source.read(MULTIPART_CHUNK_SIZE)
+        if not chunk and number > 1:
+            break
+        parts.append((yield from _part_plan(upload_url, number, chunk)))
+        if len(chunk) < MULTIPART_CHUNK_SIZE:
+            break
+        number += 1
+    yield Call("POST", _part_url(upload_url, "complete"), direct=True,
+               data=_json({"parts": parts}).encode(),
+               headers={"Content-Type": "application/json"})
+    return file_url
+
+
+def _part_plan(upload_url, number, chunk):
+    last_error = None
+    for _ in range(PART_ATTEMPTS):
+        try:
+            answer = yield Call("PUT", _part_url(upload_url, str(number)), direct=True,
+                                data=chunk)
+        except FalError as exc:
+            last_error = exc
+            continue
+        body = answer.body
+        if isinstance(body, dict) and "etag" in body:
+            return {"partNumber": body.get("partNumber", number), "etag": body["etag"]}
+        last_error = ApiError("part upload answered without an etag", answer.status, body)
+    raise UploadError(f"Part {number} upload failed, retries exhausted: {last_error}")
+
+
+def transform_input_plan(value):
+    """``value`` with every binary leaf uploaded and replaced by its URL (a plan)."""
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            result[key] = yield from transform_input_plan(item)
+        return result
+    if isinstance(value, list | tuple):
+        result = []
+        for item in value:
+            result.append((yield from transform_input_plan(item)))
+        return result
+    if is_image(value):
+        return (yield from upload_plan(*image_bytes(value)))
+    if is_binary_input(value):
+        return (yield from upload_plan(value))
+    return value
+
+
+class Storage:
+    """``fal.storage``: ``upload()`` and ``transform_input()`` for one client. With
+    :class:`~falweb.client.AsyncClient` the methods return coroutines."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def _run(self, plan):
+        return self._client.transport.run(plan)
 
     def upload(self, data, content_type=None, file_name=None, *, lifecycle=None):
         """Upload ``data`` to fal storage and return its public URL (``file_url``).
@@ -151,91 +239,29 @@ class Storage:
         Raises :class:`ApiError`, :class:`UploadError`, :class:`FalConnectionError`,
         ``FileNotFoundError``, ``TypeError``.
         """
-        source = _Source(data, file_name)
-        try:
-            content_type = content_type or guess_content_type(source.name)
-            name = source.name or default_file_name(content_type)
-            headers = {"X-Fal-Object-Lifecycle": _json(lifecycle)} if lifecycle else None
-            if source.size is not None and source.size <= MULTIPART_THRESHOLD:
-                return self._upload_single(source, content_type, name, headers)
-            return self._upload_multipart(source, content_type, name, headers)
-        finally:
-            source.close()
+        return self._run(upload_plan(data, content_type, file_name, lifecycle))
 
-    def _initiate(self, kind, content_type, file_name, headers):
-        body, _ = self._transport.request(
-            "POST", f"{REST_URL}/storage/upload/{kind}?storage_type={STORAGE_TYPE}",
-            input={"content_type": content_type, "file_name": file_name}, headers=headers,
-        )
-        if not isinstance(body, dict) or "upload_url" not in body or "file_url" not in body:
-            raise ApiError("storage initiate answered without upload_url/file_url", 200, body)
-        return body["upload_url"], body["file_url"]
+    def upload_file(self, path, *, lifecycle=None):
+        """Upload the file at ``path`` (its type guessed from its name); fal's name."""
+        return self.upload(pathlib.Path(path), lifecycle=lifecycle)
 
-    def _upload_single(self, source, content_type, file_name, headers):
-        upload_url, file_url = self._initiate("initiate", content_type, file_name, headers)
-        response = self._transport.direct("PUT", upload_url, data=source.body(),
-                                          headers={"Content-Type": content_type})
-        try:
-            read_response(response)
-        finally:
-            response.close()
-        return file_url
-
-    def _upload_multipart(self, source, content_type, file_name, headers):
-        upload_url, file_url = self._initiate("initiate-multipart", content_type, file_name,
-                                              headers)
-        parts = []
-        number = 1
-        while True:
-            chunk = source.read(MULTIPART_CHUNK_SIZE)
-            if not chunk and number > 1:
-                break
-            parts.append(self._upload_part(upload_url, number, chunk))
-            if len(chunk) < MULTIPART_CHUNK_SIZE:
-                break
-            number += 1
-        response = self._transport.direct(
-            "POST", _part_url(upload_url, "complete"), data=_json({"parts": parts}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            read_response(response)
-        finally:
-            response.close()
-        return file_url
-
-    def _upload_part(self, upload_url, number, chunk):
-        last_error = None
-        for _ in range(PART_ATTEMPTS):
-            try:
-                response = self._transport.direct("PUT", _part_url(upload_url, str(number)),
-                                                  data=chunk)
-                try:
-                    body = read_response(response)
-                finally:
-                    response.close()
-                if isinstance(body, dict) and "etag" in body:
-                    return {"partNumber": body.get("partNumber", number), "etag": body["etag"]}
-                last_error = ApiError("part upload answered without an etag",
-                                      response.status_code, body)
-            except FalError as exc:
-                last_error = exc
-        raise UploadError(f"Part {number} upload failed, retries exhausted: {last_error}")
+    def upload_image(self, image, format="jpeg", *, lifecycle=None):
+        """Upload a PIL image, encoded as ``format`` (``jpeg``, ``png``, ``webp``...);
+        fal's name. Returns the URL."""
+        data, content_type, name = image_bytes(image, format)
+        return self.upload(data, content_type, name, lifecycle=lifecycle)
 
     def transform_input(self, value):
         """``value`` with every binary leaf uploaded and replaced by its URL.
 
-        Walks dicts, lists and tuples; bytes-likes, file objects and ``pathlib`` paths are
-        uploaded (a plain ``str`` is never read as a path, so data URIs and URLs pass
-        through untouched). Returns a new structure; the input is not modified.
+        Walks dicts, lists and tuples; bytes-likes, file objects, ``pathlib`` paths and PIL
+        images (as PNG) are uploaded (a plain ``str`` is never read as a path, so data URIs
+        and URLs pass through untouched). Returns a new structure; the input is not
+        modified.
         """
-        if isinstance(value, dict):
-            return {key: self.transform_input(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.transform_input(item) for item in value]
-        if is_binary_input(value):
-            return self.upload(value)
-        return value
+        return self._run(transform_input_plan(value))
+
+    transform_input_plan = staticmethod(transform_input_plan)
 
 
 def _json(value):

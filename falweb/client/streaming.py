@@ -1,6 +1,7 @@
 """Server-sent events: ``stream()`` results and the queue's status stream (fal-protocol §7.4).
 
-A :class:`FalStream` is an iterator of the events' parsed JSON ``data``; ``done()`` reads to
+:class:`SSEDecoder` turns byte chunks into events without any I/O, for both clients. A
+:class:`FalStream` is an iterator of the events' parsed JSON ``data``; ``done()`` reads to
 the end and returns the last event (fal sends the final output last). Bytes are split into
 lines only after whole lines arrived, so a UTF-8 character cut between network chunks is
 never corrupted.
@@ -20,6 +21,54 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _READ_SIZE = 64 * 1024
 
 
+class SSEDecoder:
+    """Feed it byte chunks; it returns the ``data`` of each complete event (the WHATWG
+    event-stream rules: comments, ``retry:``, ``id:`` and ``event:`` names are ignored, an
+    event without ``data`` is not dispatched, several ``data`` lines join with ``\\n``)."""
+
+    def __init__(self):
+        self._buffer = b""
+        self._skip_lf = False
+        self._data = []
+
+    def feed(self, chunk):
+        if self._skip_lf and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._skip_lf = False
+        self._buffer += chunk
+        lines = _LINE_BREAK.split(self._buffer)
+        self._buffer = lines.pop()
+        if lines and chunk.endswith(b"\r") and not self._buffer:
+            self._skip_lf = True  # the "\n" of a "\r\n" may open the next chunk
+        return [data for data in map(self._line, lines) if data is not None]
+
+    def close(self):
+        """The last event, when the stream ended without its blank line."""
+        events = [] if not self._buffer else [self._line(self._buffer)]
+        events.append(self._line(b""))
+        self._buffer = b""
+        return [data for data in events if data is not None]
+
+    def _line(self, raw_line):
+        line = raw_line.decode("utf-8", errors="replace")
+        if not line:
+            data, self._data = self._data, []
+            return "\n".join(data) if data else None
+        name, _, value = line.partition(":")
+        if name == "data":
+            self._data.append(value.removeprefix(" "))
+        return None
+
+
+def parse_event(data, status, request_id):
+    """An event's JSON; :class:`ApiError` when it is not JSON (fal's client fails too)."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise ApiError(f"Invalid JSON in event stream: {data[:200]!r}", status, None,
+                       request_id) from None
+
+
 def _chunks(response):
     # read1 returns what has arrived instead of waiting for a full buffer; SSE needs that.
     raw = response.raw
@@ -33,48 +82,23 @@ def _chunks(response):
         yield from response.iter_content(chunk_size=1)
 
 
-def iter_lines(chunks):
-    """Lines (bytes, without their ``\\r\\n``/``\\n``/``\\r``) from a byte-chunk iterator."""
-    buffer = b""
-    skip_lf = False
-    for chunk in chunks:
-        if skip_lf and chunk.startswith(b"\n"):
-            chunk = chunk[1:]
-        skip_lf = False
-        buffer += chunk
-        parts = _LINE_BREAK.split(buffer)
-        buffer = parts.pop()
-        if parts and chunk.endswith(b"\r") and not buffer:
-            skip_lf = True  # the "\n" of a "\r\n" may open the next chunk
-        yield from parts
-    if buffer:
-        yield buffer
+class StreamBase:
+    """What both clients' streams know of their response: ``request_id`` (its
+    ``x-fal-request-id``), ``deadline``, and whether it is SSE."""
+
+    def __init__(self, response, *, deadline=None):
+        self.response = response
+        self.request_id = response.headers.get("x-fal-request-id") or None
+        self.deadline = deadline
+        self.is_sse = response.headers.get("Content-Type", "").startswith("text/event-stream")
+        self._events = self._generate()
+        self._last = None
+
+    def _past_deadline(self):
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
-def iter_sse(lines):
-    """``(event, data)`` pairs from SSE lines; comments and ``retry:``/``id:`` are ignored and
-    an event without ``data`` is not dispatched (the WHATWG event-stream rules)."""
-    event, data = None, []
-    for raw_line in lines:
-        line = raw_line.decode("utf-8", errors="replace")
-        if not line:
-            if data:
-                yield event or "message", "\n".join(data)
-            event, data = None, []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-    if data:
-        yield event or "message", "\n".join(data)
-
-
-class FalStream:
+class FalStream(StreamBase):
     """An open event stream. Iterate it for events; ``done()`` returns the last one.
 
     ``request_id`` is the response's ``x-fal-request-id``. Events are the parsed JSON of
@@ -85,36 +109,25 @@ class FalStream:
     connection breaks.
     """
 
-    def __init__(self, response, *, deadline=None):
-        self.response = response
-        self.request_id = response.headers.get("x-fal-request-id") or None
-        self.deadline = deadline
-        self.is_sse = response.headers.get("Content-Type", "").startswith("text/event-stream")
-        self._events = self._generate()
-        self._last = None
-        self._finished = False
-
     def _check_deadline(self):
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if self._past_deadline():
             self.close()
             raise FalTimeoutError("the event stream passed its deadline")
 
-    def _lines(self):
-        for line in iter_lines(_chunks(self.response)):
+    def _data(self):
+        decoder = SSEDecoder()
+        for chunk in _chunks(self.response):
             self._check_deadline()
-            yield line
+            yield from decoder.feed(chunk)
+        yield from decoder.close()
 
     def _generate(self):
         try:
             if not self.is_sse:
                 yield from _chunks(self.response)
                 return
-            for _event, data in iter_sse(self._lines()):
-                try:
-                    yield json.loads(data)
-                except ValueError:
-                    raise ApiError(f"Invalid JSON in event stream: {data[:200]!r}",
-                                   self.response.status_code, None, self.request_id) from None
+            for data in self._data():
+                yield parse_event(data, self.response.status_code, self.request_id)
         except requests.exceptions.RequestException as exc:
             self._check_deadline()
             if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
@@ -127,7 +140,6 @@ class FalStream:
                     f"the event stream broke: {type(exc).__name__}") from None
             raise
         finally:
-            self._finished = True
             self.response.close()
 
     def __iter__(self):
