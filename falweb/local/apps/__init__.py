@@ -1,0 +1,170 @@
+"""Hosted apps: your own model APIs (fal apps, or falweb's native ones) behind the runtime.
+
+Each app named in ``FALWEB_APPS`` (or by ``falweb apps add``) runs as a supervised process in
+its own virtualenv (:mod:`.supervisor`, :mod:`.bootstrap`). The runtime owns the protocol —
+queue, status, webhooks, storage, tokens, realtime auth — and the app only computes:
+
+- endpoint ids ``<owner>/<app>[/<sub-path>]`` map to the app's routes (:mod:`.routes`);
+- queue jobs are forwarded by the runtime's own workers (:mod:`.jobs`);
+- the files an app uploads land in the runtime's storage through the SDK's local-uploader
+  socket (:mod:`.uploader`), so outputs come back as the runtime's file URLs.
+"""
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+
+from falweb.local.apps.jobs import JobRunner
+from falweb.local.apps.specs import configured_specs
+from falweb.local.apps.supervisor import HostedApp
+from falweb.local.apps.uploader import UploaderSocket
+
+log = logging.getLogger("falweb.local.apps")
+
+UNLIMITED = 1 << 20
+
+
+def hosted_apps(runtime, config):
+    """The :class:`HostedApps` of ``config``, or None when it names no app."""
+    specs = configured_specs(config)
+    if not specs:
+        return None
+    return HostedApps(runtime, specs, float(config.get("FALWEB_APPS_STARTUP_SECONDS") or 300))
+
+
+class HostedApps:
+    """The hosted apps of one runtime, their uploader socket, and what routes to them."""
+
+    def __init__(self, runtime, specs, startup_seconds=300.0):
+        self.runtime = runtime
+        self.startup_seconds = startup_seconds
+        # Unix socket paths are short (108 bytes): a private folder under the temp dir,
+        # not the instance folder, which may be deep.
+        self.folder = tempfile.mkdtemp(prefix="falweb-apps-")
+        self.uploader = UploaderSocket(os.path.join(self.folder, "uploader.sock"),
+                                       runtime.storage, self.base_url_for)
+        self.by_id = {spec.id: HostedApp(spec, self.uploader.path, self._on_log,
+                                         startup_seconds, self._on_done) for spec in specs}
+        self.jobs = JobRunner(self, runtime)
+        self._lock = threading.Lock()
+        self._slots = {}
+        # request_id → (base_url, log_line, answered event) of requests the apps run now.
+        self._requests = {}
+        self._closed = False
+
+    def start(self):
+        for hosted in self.by_id.values():
+            hosted.start()
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        for hosted in self.by_id.values():
+            hosted.stop()
+        self.uploader.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # -- routing --------------------------------------------------------------------------
+
+    def find(self, endpoint_id):
+        """(HostedApp, the app's route path) for an endpoint id, or None."""
+        parts = endpoint_id.strip("/").split("/")
+        if len(parts) < 2:
+            return None
+        hosted = self.by_id.get(f"{parts[0]}/{parts[1]}")
+        if hosted is None:
+            return None
+        return hosted, "/" + "/".join(parts[2:])
+
+    def execute_job(self, job, log_line, stop):
+        hosted, path = self.find(job.endpoint_id)
+        return self.jobs.execute(job, hosted, path, log_line, stop)
+
+    @contextlib.contextmanager
+    def tracking(self, request_id, base_url, log_line=None):
+        """While inside: the app's lines for ``request_id`` go to ``log_line`` and its
+        uploads get URLs under ``base_url``."""
+        answered = threading.Event()
+        self._requests[request_id] = (base_url, log_line, answered)
+        try:
+            yield answered
+        finally:
+            self._requests.pop(request_id, None)
+
+    @contextlib.contextmanager
+    def slot(self, hosted, stop=None):
+        """One of the app's ``max_concurrency`` slots, held while inside."""
+        with self._lock:
+            slots = self._slots.get(hosted.spec.id)
+            if slots is None:
+                slots = threading.BoundedSemaphore(hosted.max_concurrency or UNLIMITED)
+                self._slots[hosted.spec.id] = slots
+        while not slots.acquire(timeout=0.2):
+            if stop is not None and stop.is_set():
+                from falweb.local.apps.jobs import _Stopping
+
+                raise _Stopping()
+        try:
+            yield
+        finally:
+            slots.release()
+
+    def base_url_for(self, request_id):
+        entry = self._requests.get(request_id or "")
+        if entry is not None:
+            return entry[0]
+        job = self.runtime.queue.get(request_id) if request_id else None
+        if job is not None:
+            return job.base_url
+        return self.runtime.config.get("FALWEB_LOCAL_PUBLIC_URL") or "http://127.0.0.1"
+
+    def _on_done(self, request_id):
+        entry = self._requests.get(request_id or "")
+        if entry is not None:
+            entry[2].set()
+
+    def _on_log(self, app_id, request_id, message, level):
+        entry = self._requests.get(request_id or "")
+        if entry is not None and entry[1] is not None:
+            entry[1](message, level)
+        elif level == "ERROR":
+            log.warning("[%s] %s", app_id, message)
+        else:
+            log.info("[%s] %s", app_id, message)
+
+    # -- what the runtime shows -----------------------------------------------------------
+
+    def state(self):
+        return [hosted.describe() for hosted in self.by_id.values()]
+
+    def logs(self, app_id, limit=100):
+        """The last ``limit`` lines app ``app_id`` printed (all requests)."""
+        hosted = self.by_id.get(app_id)
+        return list(hosted.lines)[-limit:] if hosted else []
+
+    def openapi_documents(self):
+        """``{endpoint_id: the app's /openapi.json}`` of the healthy apps (for the catalog)."""
+        from falweb.local.apps.calls import AppCall
+        from falweb.local.apps.calls import AppGone
+        from falweb.local.apps.calls import json_of
+        from falweb.local.apps.supervisor import HEALTHY
+
+        documents = {}
+        for app_id, hosted in self.by_id.items():
+            if hosted.state != HEALTHY:
+                continue
+            call = AppCall(hosted.port, "GET", "/openapi.json", headers=hosted.headers(),
+                           timeout=10)
+            try:
+                response = call.send()
+                body = call.read_all(response)
+            except AppGone:
+                continue
+            document = json_of(body) if response.status == 200 else None
+            if isinstance(document, dict):
+                documents[app_id] = document
+        return documents
