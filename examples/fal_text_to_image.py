@@ -22,6 +22,7 @@ class Input(BaseModel):
     seed: int | None = Field(None, description="Same prompt and seed, same image.")
     num_inference_steps: int = Field(4, ge=1, le=50)
     step_seconds: float = Field(0.0, ge=0, le=5, description="Simulated time per step.")
+    image_url: str | None = Field(None, description="An image to draw over (optional).")
 
 
 class Output(BaseModel):
@@ -62,6 +63,13 @@ class TextToImage(fal.App, keep_alive=300, max_concurrency=2, name="text-to-imag
             time.sleep(input.step_seconds)
             print(f"step {step}/{input.num_inference_steps}")
         image = PILImage.new("RGB", (input.width, input.height), tuple(digest[:3]))
+        if input.image_url:
+            from fal.toolkit.image import read_image_from_url
+
+            # On falweb the runtime hands its own files over as data: URIs.
+            source = read_image_from_url(input.image_url)
+            print(f"input image {source.width}x{source.height}")
+            image.paste(source.resize((input.width // 2, input.height // 2)), (0, 0))
         draw = ImageDraw.Draw(image)
         draw.text((8, 8), input.prompt[:80], fill=tuple(255 - b for b in digest[:3]),
                   font=self.font)

@@ -37,7 +37,22 @@ class _Handled(Response):
 def relay(apps, hosted, path, endpoint_id):
     import uuid
 
-    ws = Server(relay_environ())
+    from flask import request
+
+    from falweb.local.http import app_alias
+    from falweb.local.http import runtime
+    from falweb.local.tokens import TokenError
+
+    ws = Server(request.environ)
+    token = request.args.get("fal_jwt_token")
+    if token is not None:
+        try:
+            runtime().tokens.verify(token, app_alias(endpoint_id))
+        except TokenError:
+            # fal's answer to a bad token, as the runtime's own realtime gives it.
+            ws.send(json.dumps({"status": "error", "error": "Unauthorized"}))
+            ws.close(reason=1008, message="Unauthorized")
+            return _Handled(ws)
     request_id = str(uuid.uuid4())
     try:
         port = hosted.wait_ready(apps.startup_seconds)
@@ -94,8 +109,3 @@ def relay(apps, hosted, path, endpoint_id):
             pass
     return _Handled(ws)
 
-
-def relay_environ():
-    from flask import request
-
-    return request.environ

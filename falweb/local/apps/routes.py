@@ -58,11 +58,11 @@ def init_app(app, apps):
             return submit(endpoint_id)
         if request.method == "OPTIONS":
             return None
-        verify_token(endpoint_id)
         if request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
             from falweb.local.apps.realtime import relay
 
             return relay(apps, hosted, path, endpoint_id)
+        verify_token(endpoint_id)
         return run(apps, hosted, path, endpoint_id)
 
 
