@@ -180,7 +180,9 @@ def main(argv):
     # uvicorn returns (rather than raising) when the lifespan startup failed.
     if not server.started:
         emit({"event": "failed", "error": "the app's setup failed (see its log)"})
-        sys.exit(3)
+        sys.stderr.flush()
+        # Threads the SDK started may not be daemons: leave at once.
+        os._exit(3)
 
 
 if __name__ == "__main__":

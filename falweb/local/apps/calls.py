@@ -19,6 +19,11 @@ class AppGone(Exception):
     """The connection to the app broke: its process died (or was stopped)."""
 
 
+class AppNotListening(AppGone):
+    """Nothing listens on the app's port (its process just died): the request never
+    reached it."""
+
+
 class AppCall:
     """One request to the app on ``port``; :meth:`send` returns the response, whose body
     the caller reads; :meth:`abort` (any thread) breaks it."""
@@ -35,6 +40,9 @@ class AppCall:
         try:
             self.conn.request(self.method, self.path, body=self.body, headers=self.headers)
             return self.conn.getresponse()
+        except ConnectionRefusedError as exc:
+            self.conn.close()
+            raise AppNotListening(f"{type(exc).__name__}: {exc}") from None
         except (OSError, http.client.HTTPException) as exc:
             self.conn.close()
             raise AppGone(f"{type(exc).__name__}: {exc}") from None

@@ -20,6 +20,7 @@ from falweb.local.apps.calls import NO_RETRY_HEADER
 from falweb.local.apps.calls import REQUEST_ID_HEADER
 from falweb.local.apps.calls import AppCall
 from falweb.local.apps.calls import AppGone
+from falweb.local.apps.calls import AppNotListening
 from falweb.local.apps.calls import json_of
 from falweb.local.apps.calls import local_files_as_data_uris
 from falweb.local.apps.supervisor import AppUnavailable
@@ -28,6 +29,7 @@ from falweb.local.queue import CANCELLED_ERROR_TYPE
 
 MAX_RERUNS = 2
 MAX_503_RETRIES = 10
+MAX_REFUSED = 100
 RETRY_503_DELAY = 0.5
 WATCH_INTERVAL = 0.1
 LOG_DRAIN_SECONDS = 2.0
@@ -79,6 +81,7 @@ class JobRunner:
                    ENDPOINT_HEADER: job.endpoint_id}
         reruns = 0
         retries = 0
+        refused = 0
         with self.apps.tracking(job.request_id, job.base_url, log_line) as answered:
             while True:
                 try:
@@ -93,6 +96,17 @@ class JobRunner:
                             hosted, port, path, body, headers, job.request_id, stop)
                 except _Stopping:
                     raise Interrupted() from None
+                except AppNotListening:
+                    # The process died a moment ago and the supervisor has not seen it
+                    # yet: the request never reached it, so this is no rerun.
+                    hosted.suspect()
+                    refused += 1
+                    if refused > MAX_REFUSED or stop.wait(WATCH_INTERVAL * 2):
+                        if stop.is_set():
+                            raise Interrupted() from None
+                        error = f"app {hosted.spec.id} refuses connections"
+                        return {"detail": error}, 503, error, UNAVAILABLE_ERROR_TYPE
+                    continue
                 except AppGone as exc:
                     if stop.is_set():
                         raise Interrupted() from None

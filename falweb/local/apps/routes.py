@@ -22,8 +22,10 @@ from falweb.local.apps.calls import NO_RETRY_HEADER
 from falweb.local.apps.calls import REQUEST_ID_HEADER
 from falweb.local.apps.calls import AppCall
 from falweb.local.apps.calls import AppGone
+from falweb.local.apps.calls import AppNotListening
 from falweb.local.apps.calls import local_files_as_data_uris
 from falweb.local.apps.jobs import MAX_503_RETRIES
+from falweb.local.apps.jobs import MAX_REFUSED
 from falweb.local.apps.jobs import RETRY_503_DELAY
 from falweb.local.apps.supervisor import AppUnavailable
 from falweb.local.http import base_url
@@ -145,6 +147,15 @@ def run(apps, hosted, path, endpoint_id):
             call = AppCall(port, request.method, target, body, {**headers, **hosted.headers()})
             try:
                 response = call.send()
+            except AppNotListening:
+                # Died a moment ago; the supervisor brings it back (the call never ran).
+                hosted.suspect()
+                retries += 1
+                if retries > MAX_REFUSED:
+                    raise errors.detail(503, f"app {hosted.spec.id} refuses connections"
+                                        ) from None
+                time.sleep(0.2)
+                continue
             except AppGone as exc:
                 hosted.suspect()
                 raise errors.detail(503, f"app {hosted.spec.id} stopped: {exc}") from None

@@ -16,6 +16,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -39,6 +40,9 @@ STOPPED = "stopped"
 
 # Variables never passed to an app: credentials, and falweb's own settings.
 _SCRUBBED_PREFIXES = ("FAL_", "FALWEB_")
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*:")
 
 
 class AppUnavailable(Exception):
@@ -297,8 +301,11 @@ class HostedApp:
             log.exception("recording a line of app %s failed", self.spec.id)
 
     def _last_error_line(self):
-        for line in reversed(self.lines):
-            text = line["message"].strip()
-            if text and not text.startswith("[debug]") and not text.startswith(" "):
-                return text
-        return None
+        """The line that best says why the process ended: the last exception line of a
+        traceback, else the last line it printed."""
+        lines = [line["message"] for line in self.lines
+                 if line["message"].strip() and not line["message"].startswith("[debug]")]
+        for text in reversed(lines):
+            if _EXCEPTION_LINE.match(text):
+                return text.strip()
+        return lines[-1].strip()[:500] if lines else None
