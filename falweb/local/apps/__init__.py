@@ -54,6 +54,8 @@ class HostedApps:
         # request_id → (base_url, log_line, answered event) of requests the apps run now.
         self._requests = {}
         self._closed = False
+        # For uploads outside any request (an app's setup): the base callers used last.
+        self._last_base_url = runtime.config.get("FALWEB_LOCAL_PUBLIC_URL") or ""
 
     def start(self):
         for hosted in self.by_id.values():
@@ -90,6 +92,7 @@ class HostedApps:
         uploads get URLs under ``base_url``."""
         answered = threading.Event()
         self._requests[request_id] = (base_url, log_line, answered)
+        self._last_base_url = base_url
         try:
             yield answered
         finally:
@@ -120,7 +123,8 @@ class HostedApps:
         job = self.runtime.queue.get(request_id) if request_id else None
         if job is not None:
             return job.base_url
-        return self.runtime.config.get("FALWEB_LOCAL_PUBLIC_URL") or "http://127.0.0.1"
+        return (self.runtime.config.get("FALWEB_LOCAL_PUBLIC_URL") or self._last_base_url
+                or "http://127.0.0.1")
 
     def _on_done(self, request_id):
         entry = self._requests.get(request_id or "")
