@@ -124,6 +124,9 @@ def build_parser():
     from falweb.users_cli import add_parser as add_users_parser
 
     add_users_parser(sub)
+    from falweb.apps_cli import add_parser as add_apps_parser
+
+    add_apps_parser(sub)
     return parser
 
 

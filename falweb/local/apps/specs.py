@@ -1,7 +1,8 @@
 """Which apps the runtime hosts: ``FALWEB_APPS`` and the instance folder's ``apps.json``.
 
 An app is named ``FILE::Class`` (as ``fal run`` names it). Each entry may also give its
-endpoint id (``owner/app``; default ``local/<app-name>``, the name fal derives from the class)
+endpoint id (``owner/app``; default ``local/<app-name>``, the app's ``name=`` or the name fal
+derives from the class)
 and the virtualenv it runs in (default: ``FALWEB_APPS_VENV`` for fal apps; falweb's own
 interpreter for native ``falweb.apps`` apps, which need nothing else).
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 APPS_FILE = "apps.json"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_PART = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+_PART = re.compile(r"[A-Z][a-z]*")
 
 
 class SpecError(ValueError):
@@ -27,9 +28,32 @@ class SpecError(ValueError):
 
 
 def fal_app_name(class_name):
-    """The name fal gives a class without ``name=``: ``MyGoodApp`` → ``my-good-app``."""
+    """The name fal gives a class without ``name=``, by fal's own rule: each capital starts
+    a part (``MyGoodApp`` → ``my-good-app``, ``ONNXModel`` → ``o-n-n-x-model``); a name
+    without capitals splits on ``_``."""
     parts = _PART.findall(class_name)
-    return "-".join(p.lower() for p in parts) or class_name.lower()
+    if parts:
+        return "-".join(p.lower() for p in parts)
+    return "-".join(p.lower() for p in class_name.split("_") if p) or class_name.lower()
+
+
+def declared_name(path, class_name):
+    """The ``name=`` keyword of ``class <class_name>(..., name="...")`` in ``path``, read
+    without importing the file (it needs the app's own virtualenv); None when absent."""
+    import ast
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            for keyword in node.keywords:
+                if keyword.arg == "name" and isinstance(keyword.value, ast.Constant) \
+                        and isinstance(keyword.value.value, str):
+                    return keyword.value.value
+    return None
 
 
 @dataclass(frozen=True)
@@ -75,7 +99,7 @@ def make_spec(app, id=None, venv=None, default_venv=""):
         raise SpecError(f"app {app!r}: expected FILE::Class with a Python class name")
     file = os.path.abspath(file)
     if id is None or id == "":
-        id = f"local/{fal_app_name(class_name)}"
+        id = f"local/{declared_name(file, class_name) or fal_app_name(class_name)}"
     if not isinstance(id, str) or not _ID.match(id):
         raise SpecError(f"app {app!r}: id {id!r} must be owner/app (letters, digits, . _ -)")
     native = _is_native(file)
