@@ -43,9 +43,9 @@ def require_fal_sdk():
         pytest.skip(_REASON[0])
 
 
-def healthy(server, timeout=60):
-    """Wait until every hosted app of ``server`` is healthy; fail naming the state."""
-    apps = server.runtime.apps
+def healthy(runtime, timeout=60):
+    """Wait until every hosted app of ``runtime`` is healthy; fail naming the state."""
+    apps = runtime.apps
     return wait_until(lambda: all(a["state"] == "healthy" for a in apps.state()),
                       timeout=timeout, message=lambda: f"healthy apps, got {apps.state()}")
 

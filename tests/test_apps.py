@@ -35,7 +35,7 @@ def hosted(tmp_path_factory):
     """One runtime hosting the three example fal apps, shared by this module's tests."""
     require_fal_sdk()
     with hosting(tmp_path_factory.mktemp("apps"), APPS) as server:
-        healthy(server)
+        healthy(server.runtime)
         yield server
 
 
