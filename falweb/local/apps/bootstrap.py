@@ -116,6 +116,43 @@ class Guard:
                 emit({"event": "done", "request_id": request_id})
 
 
+class WSGIGuard:
+    """:class:`Guard` for a native app's WSGI app (served by Werkzeug, a thread a request)."""
+
+    def __init__(self, app, secret):
+        self.app = app
+        self.secret = secret
+
+    def __call__(self, environ, start_response):
+        if environ.get("HTTP_" + SECRET_HEADER.upper().replace("-", "_")) != self.secret:
+            start_response("403 Forbidden", [("Content-Type", "application/json")])
+            return [b'{"detail": "only the falweb runtime calls this app"}']
+        request_id = environ.get("HTTP_X_FAL_REQUEST_ID")
+        token = _request_id.set(request_id)
+        try:
+            body = self.app(environ, start_response)
+        except Exception:
+            traceback.print_exc()
+            raise
+        finally:
+            _request_id.reset(token)
+        return self._iterate(body, request_id)
+
+    def _iterate(self, body, request_id):
+        # A streamed answer runs the app's code while it is read: keep its lines its own.
+        token = _request_id.set(request_id)
+        try:
+            yield from body
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            _request_id.reset(token)
+            if request_id:
+                emit({"event": "done", "request_id": request_id})
+
+
 def load_class(path, class_name):
     folder = os.path.dirname(os.path.abspath(path))
     if folder not in sys.path:
@@ -139,14 +176,37 @@ def describe(cls):
 
 
 def build(cls):
-    """The ASGI app of ``cls``: fal's own for a fal app, falweb's for a native one."""
-    if getattr(cls, "falweb_kind", None) == "native":
-        return cls.falweb_build()
+    """The ASGI app of a fal app (fal's own)."""
     import fal.ref
 
     instance = cls(_allow_init=True)
     fal.ref.set_current_app(instance)
     return instance._build_app()
+
+
+def listen():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    emit({"event": "listening", "port": sock.getsockname()[1]})
+    return sock
+
+
+def serve_native(cls, secret):
+    """A native app: ``setup`` runs in ``falweb_build`` before the port is announced."""
+    from werkzeug.serving import WSGIRequestHandler
+    from werkzeug.serving import make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args, **kwargs):
+            pass
+
+    app = WSGIGuard(cls.falweb_build(), secret)
+    sock = listen()
+    server = make_server("127.0.0.1", sock.getsockname()[1], app, threaded=True,
+                         request_handler=Quiet, fd=sock.fileno())
+    server.serve_forever()
 
 
 def main(argv):
@@ -165,12 +225,10 @@ def main(argv):
     secret = os.environ.pop("FALWEB_APP_SECRET", "")
     cls = load_class(path, class_name)
     emit({"event": "loaded", **describe(cls)})
+    if getattr(cls, "falweb_kind", None) == "native":
+        return serve_native(cls, secret)
     asgi = Guard(build(cls), secret)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    emit({"event": "listening", "port": sock.getsockname()[1]})
+    sock = listen()
     import uvicorn
 
     config = uvicorn.Config(asgi, log_level="warning", lifespan="on", access_log=False,

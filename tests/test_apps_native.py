@@ -1,0 +1,151 @@
+"""falweb's native API (``falweb.apps``): apps written like fal apps, served by the same
+runtime with the same protocol, outputs serialised as fal's, ported by changing imports."""
+
+import io
+import json
+
+import msgpack
+import pytest
+import requests
+import websocket
+from PIL import Image
+
+from falweb.testing import wait_until
+from tests.apps_helpers import EXAMPLES
+from tests.apps_helpers import TEST_APPS
+from tests.apps_helpers import healthy
+from tests.apps_helpers import hosting
+from tests.local_helpers import sse_events
+from tests.local_helpers import wait_status
+
+pytest.importorskip("pydantic", reason="falweb.apps needs pydantic (the test extra has it)")
+
+pytestmark = pytest.mark.slow
+
+T2I = "local/text-to-image"
+TOOLS = "local/native-tools"
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory):
+    """A runtime hosting native apps only: no fal SDK anywhere."""
+    apps = [f"{EXAMPLES}/native_text_to_image.py::TextToImage",
+            f"{TEST_APPS}/native_apps.py::NativeTools",
+            f"{TEST_APPS}/native_apps.py::NativeSetupCrash"]
+    with hosting(tmp_path_factory.mktemp("native"), apps) as server:
+        wait_until(lambda: {a["id"]: a["state"] for a in server.runtime.apps.state()}
+                   .get(TOOLS) == "healthy", timeout=60, message="native apps healthy")
+        yield server
+
+
+def _code_lines(path):
+    # Everything but the module docstring and the import lines.
+    text = path.read_text()
+    body = text.split('"""', 2)[2]
+    return [line for line in body.splitlines()
+            if not line.lstrip().startswith(("import ", "from "))]
+
+
+def test_the_native_example_is_the_fal_example_with_other_imports():
+    assert _code_lines(EXAMPLES / "native_text_to_image.py") == \
+        _code_lines(EXAMPLES / "fal_text_to_image.py")
+
+
+def test_queue_logs_and_a_stored_image(native):
+    answer = requests.post(f"{native.url}/queue/{T2I}",
+                           json={"prompt": "native", "seed": 1, "width": 40, "height": 30,
+                                 "num_inference_steps": 2}, timeout=10)
+    status = wait_status(answer.json()["status_url"])
+    assert [line["message"] for line in status["logs"]] == ["step 1/2", "step 2/2"]
+    result = requests.get(answer.json()["response_url"], timeout=10).json()
+    image = result["images"][0]
+    # fal's Image JSON (the queue's answer sorts keys, as Flask's JSON does)
+    assert sorted(image) == sorted(["url", "content_type", "file_name", "file_size",
+                                    "width", "height"])
+    assert image["url"].startswith(f"{native.url}/cdn/files/")
+    data = requests.get(image["url"], timeout=10).content
+    assert len(data) == image["file_size"]
+    assert Image.open(io.BytesIO(data)).size == (40, 30) == (image["width"], image["height"])
+
+
+def test_an_uploaded_input_image_reaches_the_native_app(native):
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 8)).save(buffer, format="PNG")
+    start = requests.post(f"{native.url}/rest/storage/upload/initiate",
+                          json={"content_type": "image/png"}, timeout=10).json()
+    requests.put(start["upload_url"], data=buffer.getvalue(), timeout=10).raise_for_status()
+    answer = requests.post(f"{native.url}/queue/{T2I}", json={
+        "prompt": "over", "image_url": start["file_url"], "width": 32, "height": 32},
+        timeout=10)
+    status = wait_status(answer.json()["status_url"])
+    assert "input image 12x8" in [line["message"] for line in status["logs"]]
+
+
+def test_invalid_input_is_fastapis_422_shape(native):
+    answer = requests.post(f"{native.url}/run/{T2I}", json={"width": "wide"}, timeout=10)
+    assert answer.status_code == 422
+    detail = answer.json()["detail"]
+    assert {(item["type"], tuple(item["loc"])) for item in detail} == {
+        ("missing", ("body", "prompt")), ("int_parsing", ("body", "width"))}
+
+
+def test_realtime_frames(native):
+    ws = websocket.create_connection(
+        native.url.replace("http", "ws") + f"/run/{TOOLS}/realtime", timeout=10)
+    try:
+        ws.send_binary(msgpack.packb({"text": "hi", "n": 21}))
+        output = msgpack.unpackb(ws.recv(), raw=False)
+        assert output == {"text": "echo:hi", "n": 42, "data": b"hi"}
+        assert json.loads(ws.recv())["action"] == "timings"
+        ws.send_binary(msgpack.packb({"n": "x"}))
+        error = json.loads(ws.recv())
+        assert error["type"] == "x-fal-error" and error["error"] == "VALIDATION_ERROR"
+        assert "text" in error["reason"]
+    finally:
+        ws.close()
+
+
+def test_sse_stream(native):
+    answer = requests.post(f"{native.url}/run/{TOOLS}/stream", json={"text": "t", "n": 2},
+                           stream=True, timeout=10)
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert sse_events(answer) == [{"step": 1}, {"step": 2}, {"text": "t"}]
+
+
+def test_file_from_bytes_lands_in_runtime_storage(native):
+    answer = requests.post(f"{native.url}/run/{TOOLS}/file", json={"text": "stored"},
+                           timeout=10).json()["file"]
+    assert list(answer) == ["url", "content_type", "file_name", "file_size"]
+    assert requests.get(answer["url"], timeout=10).content == b"stored"
+
+
+def test_file_outside_the_runtime_is_a_data_uri(monkeypatch):
+    from falweb.apps import File
+
+    monkeypatch.delenv("FAL_API_SOCKET", raising=False)
+    file = File.from_bytes(b"abc", "text/plain")
+    assert file.url == "data:text/plain;base64,YWJj" and file.file_size == 3
+
+
+def test_a_crash_in_setup_says_why(native):
+    app = wait_until(lambda: next((a for a in native.runtime.apps.state()
+                                   if a["id"] == "local/native-setup-crash"
+                                   and a["state"] == "failed"), None), timeout=30)
+    assert "ValueError: no such model: tiny-sd" in app["error"]
+
+
+def test_native_and_fal_outputs_have_the_same_shape(native, tmp_path):
+    from tests.apps_helpers import require_fal_sdk
+
+    require_fal_sdk()
+    with hosting(tmp_path, [f"{EXAMPLES}/fal_text_to_image.py::TextToImage"]) as fal_server:
+        healthy(fal_server.runtime)
+        input = {"prompt": "same", "seed": 9, "width": 32, "height": 16}
+        ours = requests.post(f"{native.url}/run/{T2I}", json=input, timeout=30).json()
+        theirs = requests.post(f"{fal_server.url}/run/{T2I}", json=input, timeout=30).json()
+    # A direct call passes the app's bytes through: the same keys in the same order.
+    assert list(ours) == list(theirs)
+    assert list(ours["images"][0]) == list(theirs["images"][0]) == [
+        "url", "content_type", "file_name", "file_size", "width", "height"]
+    for key in ("content_type", "width", "height"):
+        assert ours["images"][0][key] == theirs["images"][0][key]
