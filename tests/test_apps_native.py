@@ -150,3 +150,25 @@ def test_native_and_fal_outputs_have_the_same_shape(native, tmp_path):
         "url", "content_type", "file_name", "file_size", "width", "height"]
     for key in ("content_type", "width", "height"):
         assert ours["images"][0][key] == theirs["images"][0][key]
+
+
+def test_the_index_and_healthz_show_each_apps_state_and_error(tmp_path):
+    from falweb.testing import serve_app
+
+    config = {"TESTING": True, "FALWEB_BACKEND": "local", "FALWEB_INSTANCE_PATH": str(tmp_path),
+              "FALWEB_APPS": [f"{TEST_APPS}/native_apps.py::NativeSetupCrash",
+                              f"{TEST_APPS}/native_apps.py::NativeTools"]}
+    with serve_app(config) as server:
+        def states():
+            local = requests.get(f"{server.url}/healthz", timeout=10).json()["local"]
+            found = {app["id"]: app for app in local["apps"]}
+            return found if found[TOOLS]["state"] == "healthy" and \
+                found["local/native-setup-crash"]["state"] == "failed" else None
+
+        apps = wait_until(states, timeout=60, message="one app healthy, one failed")
+        assert "ValueError: no such model: tiny-sd" in apps["local/native-setup-crash"]["error"]
+        page = requests.get(server.url + "/", timeout=10).text
+    section = page.split('id="hosted-apps"', 1)[1].split("</section>", 1)[0]
+    assert "local/native-tools" in section and "healthy" in section
+    assert "local/native-setup-crash" in section and "failed" in section
+    assert "ValueError: no such model: tiny-sd" in section

@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import traceback
 
 SECRET_HEADER = "x-falweb-app-secret"
@@ -209,8 +210,23 @@ def serve_native(cls, secret):
     server.serve_forever()
 
 
+def exit_with_parent():
+    """The app's process runs in its own session (so the runtime can stop all it started);
+    if the runtime dies without stopping it, it must not live on holding a GPU."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="falweb-parent-watch").start()
+
+
 def main(argv):
     global _out
+    exit_with_parent()
     path, class_name = argv[1], argv[2]
     # The supervisor reads JSON lines from fd 1; everything the app prints goes through
     # LogWriter, so a stray print never breaks that framing.
