@@ -172,3 +172,14 @@ def test_the_index_and_healthz_show_each_apps_state_and_error(tmp_path):
     assert "local/native-tools" in section and "healthy" in section
     assert "local/native-setup-crash" in section and "failed" in section
     assert "ValueError: no such model: tiny-sd" in section
+
+
+def test_max_concurrency_bounds_the_calls_an_app_runs_at_once(native):
+    # NativeTools says max_concurrency=1; the runtime has 3 workers and the app's server
+    # would run the calls side by side.
+    submitted = [requests.post(f"{native.url}/queue/{TOOLS}/slow", json={"text": str(i), "n": 2},
+                               timeout=10).json() for i in range(3)]
+    for job in submitted:
+        assert wait_status(job["status_url"]).get("error") is None
+    peak = requests.post(f"{native.url}/run/{TOOLS}/peak", json={"text": "?"}, timeout=10)
+    assert peak.json() == {"peak": 1}

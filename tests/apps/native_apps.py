@@ -1,6 +1,8 @@
 """Native (falweb.apps) apps for the tests: realtime, SSE, a crash in setup."""
 
 import json
+import threading
+import time
 
 from pydantic import BaseModel
 
@@ -25,6 +27,24 @@ class Doubled(BaseModel):
 class NativeTools(App, name="native-tools", max_concurrency=1):
     def setup(self):
         self.prefix = "echo:"
+        self.lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+
+    @endpoint("/slow")
+    def slow(self, input: Echo) -> Echo:
+        # Counts the calls running at once: the runtime must keep it to max_concurrency.
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(input.n / 10)
+        with self.lock:
+            self.running -= 1
+        return input
+
+    @endpoint("/peak")
+    def peak_seen(self, input: Echo) -> dict:
+        return {"peak": self.peak}
 
     @realtime("/realtime")
     def echo(self, input: Echo) -> Doubled:
