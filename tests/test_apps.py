@@ -203,3 +203,19 @@ def test_no_fal_key_reaches_an_app(hosted, monkeypatch):
             env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
         assert env[b"FAL_KEY"] == b"local:local"
         assert b"FAL_KEY_SECRET" not in env and b"FAL_KEY_ID" not in env
+
+
+def test_the_cli_generates_with_a_hosted_app(hosted, tmp_path, monkeypatch, capsys):
+    from falweb.cli import main
+
+    for key in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "FALWEB_BACKEND"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("FALWEB_LOCAL_URL", hosted.url)
+    assert main(["generate", T2I, "--prompt", "from the cli", "--param", "width=24",
+                 "--param", "height=20", "--param", "seed=4", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "seed: 4" in out
+    saved = [line.split(": ", 1)[1] for line in out if line.startswith("saved: ")]
+    assert len(saved) == 1
+    with Image.open(saved[0]) as image:
+        assert image.size == (24, 20)
