@@ -31,7 +31,8 @@ def native(tmp_path_factory):
     """A runtime hosting native apps only: no fal SDK anywhere."""
     apps = [f"{EXAMPLES}/native_text_to_image.py::TextToImage",
             f"{TEST_APPS}/native_apps.py::NativeTools",
-            f"{TEST_APPS}/native_apps.py::NativeSetupCrash"]
+            f"{TEST_APPS}/native_apps.py::NativeSetupCrash",
+            f"{TEST_APPS}/native_apps.py::NativeSleeper"]
     with hosting(tmp_path_factory.mktemp("native"), apps) as server:
         wait_until(lambda: {a["id"]: a["state"] for a in server.runtime.apps.state()}
                    .get(TOOLS) == "healthy", timeout=60, message="native apps healthy")
@@ -183,3 +184,19 @@ def test_max_concurrency_bounds_the_calls_an_app_runs_at_once(native):
         assert wait_status(job["status_url"]).get("error") is None
     peak = requests.post(f"{native.url}/run/{TOOLS}/peak", json={"text": "?"}, timeout=10)
     assert peak.json() == {"peak": 1}
+
+
+def test_cancel_drops_the_call_of_an_app_without_a_cancel_route(native):
+    answer = requests.post(f"{native.url}/queue/local/native-sleeper",
+                           json={"text": "z", "n": 600}, timeout=10).json()
+
+    def ticking():
+        body = requests.get(answer["status_url"], params={"logs": 1}, timeout=10).json()
+        return body.get("logs")
+
+    wait_until(ticking, timeout=30, message="the app's first tick")
+    cancel = requests.put(answer["cancel_url"], timeout=10)
+    assert cancel.status_code == 202
+    status = wait_status(answer["status_url"], timeout=15)
+    assert status["error_type"] == "request_cancelled"
+    assert requests.get(answer["response_url"], timeout=10).status_code == 400

@@ -72,3 +72,14 @@ class NativeSetupCrash(App, name="native-setup-crash"):
     @endpoint("/")
     def run(self, input: Echo) -> Echo:
         return input
+
+
+class NativeSleeper(App, name="native-sleeper"):
+    """No /cancel route: a cancel drops the call, as fal cancels a direct request."""
+
+    @endpoint("/")
+    def sleep(self, input: Echo) -> Echo:
+        for step in range(input.n):
+            print(f"tick {step}")
+            time.sleep(0.1)
+        return input
