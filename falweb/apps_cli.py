@@ -6,12 +6,16 @@ the runtime starts them when it starts. ``falweb apps list`` shows the saved one
 state of each on a running runtime is on its ``/healthz``.
 """
 
+import os
 import sys
 
 from falweb.local.apps.specs import SpecError
 from falweb.local.apps.specs import make_spec
 from falweb.local.apps.specs import read_apps_file
 from falweb.local.apps.specs import write_apps_file
+from falweb.local.apps.venvs import VenvError
+from falweb.local.apps.venvs import create_venv
+from falweb.local.apps.venvs import declared_requirements
 from falweb.users_cli import instance_path
 
 
@@ -23,7 +27,10 @@ def main(args, stdout=None, stderr=None):
     try:
         entries = read_apps_file(folder)
         if args.action == "add":
-            spec = make_spec(args.app, args.id, args.venv)
+            venv = args.venv
+            if args.create_venv:
+                venv = _create_venv(args, folder, stderr)
+            spec = make_spec(args.app, args.id, venv)
             entries = [e for e in entries if e.get("id") != spec.id]
             entries.append(spec.as_entry())
             write_apps_file(folder, entries)
@@ -40,10 +47,21 @@ def main(args, stdout=None, stderr=None):
         elif args.action == "list":
             for entry in entries:
                 print(f"{entry['id']}\t{entry['app']}\t{entry.get('venv') or '-'}", file=stdout)
-    except SpecError as exc:
+    except (SpecError, VenvError) as exc:
         print(f"error: {exc}", file=stderr)
         return 1
     return 0
+
+
+def _create_venv(args, folder, out):
+    """``<instance>/local/venvs/<name>`` with fal's SDK and the app's ``requirements``."""
+    probe = make_spec(args.app, args.id, "-")
+    if probe.native:
+        raise SpecError(f"app {args.app!r} is a native falweb.apps app: it runs in falweb's "
+                        "own interpreter and needs no virtualenv")
+    venv = os.path.join(folder, "local", "venvs", probe.id.replace("/", "--"))
+    requirements = declared_requirements(probe.file, probe.class_name)
+    return create_venv(venv, requirements, out=out)
 
 
 def add_parser(sub):
@@ -57,6 +75,9 @@ def add_parser(sub):
     add.add_argument("--id", help="its endpoint id, owner/app (default: local/<app-name>)")
     add.add_argument("--venv", help="the virtualenv it runs in (default: FALWEB_APPS_VENV "
                                     "for fal apps, falweb's own for native apps)")
+    add.add_argument("--create-venv", action="store_true",
+                     help="make it a virtualenv in the instance folder with fal's SDK and "
+                          "the app's own requirements (needs the package index)")
     remove = actions.add_parser("remove", help="stop hosting an app")
     remove.add_argument("id", help="the app's endpoint id")
     actions.add_parser("list", help="list the saved apps")

@@ -45,3 +45,20 @@ def test_bad_entries_name_the_entry_and_the_reason(value, message):
 def test_the_setting_takes_a_comma_separated_list_and_derives_ids():
     specs = parse_specs("x/my_app.py::MyGoodApp, y.py::ONNXModel")
     assert [s.id for s in specs] == ["local/my-good-app", "local/o-n-n-x-model"]
+
+
+def test_requirements_are_read_from_the_class_without_importing_it(tmp_path):
+    from falweb.local.apps.venvs import VenvError
+    from falweb.local.apps.venvs import declared_requirements
+
+    assert declared_requirements(EXAMPLES / "fal_text_to_image.py", "TextToImage") == ["pillow"]
+    assert declared_requirements(EXAMPLES / "fal_streaming.py", "StreamingText") == []
+    with pytest.raises(VenvError, match="has no class 'Nope'"):
+        declared_requirements(EXAMPLES / "fal_streaming.py", "Nope")
+
+
+def test_create_venv_refuses_a_native_app(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FALWEB_INSTANCE_PATH", str(tmp_path))
+    assert main(["apps", "add", f"{EXAMPLES}/native_text_to_image.py::TextToImage",
+                 "--create-venv"]) == 1
+    assert "runs in falweb's own interpreter" in capsys.readouterr().err
