@@ -21,15 +21,23 @@ T2I = "local/text-to-image"
 APPS = [f"{EXAMPLES}/fal_text_to_image.py::TextToImage",
         f"{TEST_APPS}/import_error.py::ImportError_",
         f"{TEST_APPS}/bad_apps.py::SetupCrash",
-        f"{TEST_APPS}/bad_apps.py::NeverHealthy",
         f"{TEST_APPS}/bad_apps.py::WrongOutput"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     require_fal_sdk()
-    with hosting(tmp_path_factory.mktemp("bad-apps"), APPS,
-                 FALWEB_APPS_STARTUP_SECONDS=4) as server:
+    with hosting(tmp_path_factory.mktemp("bad-apps"), APPS) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory):
+    """A runtime that gives its app 3 s to answer /health (the app never does)."""
+    require_fal_sdk()
+    with hosting(tmp_path_factory.mktemp("never-healthy"),
+                 [f"{TEST_APPS}/bad_apps.py::NeverHealthy"],
+                 FALWEB_APPS_STARTUP_SECONDS=3) as server:
         yield server
 
 
@@ -51,13 +59,14 @@ def failed_request(server, app_id):
     return status, result
 
 
-@pytest.mark.parametrize(("app_id", "cause"), [
-    ("local/import-error", "ModuleNotFoundError: No module named "
-                           "'falweb_test_module_that_does_not_exist'"),
-    ("local/setup-crash", "RuntimeError: the weights file is missing"),
-    ("local/never-healthy", "did not answer /health within 4 s"),
+@pytest.mark.parametrize(("runtime", "app_id", "cause"), [
+    ("server", "local/import-error", "ModuleNotFoundError: No module named "
+                                     "'falweb_test_module_that_does_not_exist'"),
+    ("server", "local/setup-crash", "RuntimeError: the weights file is missing"),
+    ("impatient", "local/never-healthy", "did not answer /health within 3 s"),
 ])
-def test_an_app_that_never_becomes_healthy_says_why_everywhere(server, app_id, cause):
+def test_an_app_that_never_becomes_healthy_says_why_everywhere(request, runtime, app_id, cause):
+    server = request.getfixturevalue(runtime)
     app = app_state(server, app_id, "failed")
     assert cause in app["error"]
     status, result = failed_request(server, app_id)
@@ -98,7 +107,7 @@ def test_killing_the_app_mid_request_reruns_it_once_and_delivers_one_webhook(ser
             return any(line["message"].startswith("step ") for line in logs or ())
 
         wait_until(printed_a_step, timeout=30, message="the app's first step")
-        server.runtime.apps.by_id[T2I].kill_for_test()
+        server.runtime.apps.by_id[T2I].kill()
         status = wait_status(status_url, timeout=60)
         assert "error" not in status, (status.get("error"), status.get("error_type"))
         messages = [line["message"] for line in status["logs"]]

@@ -142,8 +142,8 @@ class HostedApp:
             self._thread.join(timeout=STOP_GRACE + 5)
         self._set(STOPPED, self.error)
 
-    def kill_for_test(self):
-        """SIGKILL the process (what a crash looks like); the supervisor restarts it."""
+    def kill(self):
+        """SIGKILL the app's processes, as a crash would; the supervisor starts it again."""
         proc = self._proc
         if proc is not None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -193,7 +193,9 @@ class HostedApp:
         self._proc = proc
         self.pid = proc.pid
         self.started_at = time.time()
-        if self.state != RESTARTING:
+        # A failed app stays failed (requests end at once, with its error) until a retry
+        # becomes healthy; one that crashed after being healthy is "restarting" (jobs wait).
+        if self.state not in (RESTARTING, FAILED):
             self._set(STARTING)
         listening = threading.Event()
         failure = []

@@ -13,6 +13,7 @@ with is the runtime's own file URL, ready to download. Both of the SDK's flows:
 Only processes that can open the socket (its folder is private to this user) reach it.
 """
 
+import collections
 import logging
 import mimetypes
 import os
@@ -32,6 +33,20 @@ from falweb.serving import QuietRequestHandler
 log = logging.getLogger("falweb.local.apps")
 
 CHUNK = 64 * 1024
+DONE_KEPT = 10000
+
+
+class _Recent(collections.OrderedDict):
+    """A dict that forgets its oldest entries past ``limit``."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        while len(self) > self.limit:
+            self.popitem(last=False)
 
 
 def _content_type(file_name):
@@ -50,8 +65,9 @@ def create_uploader_app(storage, base_url_for):
     """The uploader's WSGI app over ``storage``; ``base_url_for(request_id)`` is the base
     URL that file URLs of that request start with."""
     app = Flask("falweb.local.apps.uploader")
-    # upload_id → (file_id, file_name) of files whose bytes arrived.
-    done = {}
+    # upload_id → (file_id, file_name) of files whose bytes arrived (the latest ones: a
+    # session's finish and a status check follow its body at once).
+    done = _Recent(DONE_KEPT)
 
     def file_url(file_id, name):
         base = base_url_for(request.headers.get("x-fal-request-id"))
