@@ -37,6 +37,7 @@ class NativeTools(App, name="native-tools", max_concurrency=1):
         with self.lock:
             self.running += 1
             self.peak = max(self.peak, self.running)
+        print(f"slow {input.text}")
         time.sleep(input.n / 10)
         with self.lock:
             self.running -= 1

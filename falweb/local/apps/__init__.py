@@ -16,15 +16,22 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 
 from falweb.local.apps.jobs import JobRunner
+from falweb.local.apps.ownership import OwnerLock
+from falweb.local.apps.ownership import RemoteApp
+from falweb.local.apps.ownership import Slots
+from falweb.local.apps.ownership import StateFile
+from falweb.local.apps.ownership import write_state
 from falweb.local.apps.specs import configured_specs
 from falweb.local.apps.supervisor import HostedApp
 from falweb.local.apps.uploader import UploaderSocket
 
 log = logging.getLogger("falweb.local.apps")
 
-UNLIMITED = 1 << 20
+OWNER_POLL = 1.0
+LATE_LOG_SECONDS = 10.0
 
 
 def hosted_apps(runtime, config):
@@ -40,35 +47,80 @@ class HostedApps:
 
     def __init__(self, runtime, specs, startup_seconds=300.0):
         self.runtime = runtime
+        self.specs = specs
         self.startup_seconds = startup_seconds
-        # Unix socket paths are short (108 bytes): a private folder under the temp dir,
-        # not the instance folder, which may be deep.
-        self.folder = tempfile.mkdtemp(prefix="falweb-apps-")
-        self.uploader = UploaderSocket(os.path.join(self.folder, "uploader.sock"),
-                                       runtime.storage, self.base_url_for)
-        self.by_id = {spec.id: HostedApp(spec, self.uploader.path, self._on_log,
-                                         startup_seconds, self._on_done) for spec in specs}
+        # Shared by every process on the instance folder: the owner lock, the published
+        # state, the max_concurrency slots (see .ownership).
+        self.shared = os.path.join(runtime.folder, "apps")
+        os.makedirs(self.shared, mode=0o700, exist_ok=True)
+        self.lock = OwnerLock(self.shared)
+        self.state_file = StateFile(self.shared)
+        self.owner = False
+        self.uploader = None
+        self.folder = None
+        self.by_id = {spec.id: RemoteApp(spec, self.state_file) for spec in specs}
         self.jobs = JobRunner(self, runtime)
         self._lock = threading.Lock()
         self._slots = {}
         # request_id → (base_url, log_line, answered event) of requests the apps run now.
         self._requests = {}
-        self._closed = False
+        self._closed = threading.Event()
         # For uploads outside any request (an app's setup): the base callers used last.
         self._last_base_url = runtime.config.get("FALWEB_LOCAL_PUBLIC_URL") or ""
 
     def start(self):
+        if not self._take_ownership():
+            threading.Thread(target=self._await_ownership, daemon=True,
+                             name="falweb-apps-owner").start()
+
+    def _await_ownership(self):
+        # The owner may stop (a gunicorn worker restarting): the first to see it free
+        # supervises the apps from then on.
+        while not self._closed.wait(OWNER_POLL):
+            if self._take_ownership():
+                return
+
+    def _take_ownership(self):
+        with self._lock:
+            if self._closed.is_set() or not self.lock.try_acquire():
+                return False
+            # Unix socket paths are short (108 bytes): a private folder under the temp
+            # dir, not the instance folder, which may be deep.
+            self.folder = tempfile.mkdtemp(prefix="falweb-apps-")
+            self.uploader = UploaderSocket(os.path.join(self.folder, "uploader.sock"),
+                                           self.runtime.storage, self.base_url_for)
+            self.by_id = {spec.id: HostedApp(spec, self.uploader.path, self._on_log,
+                                             self.startup_seconds, self._on_done,
+                                             on_change=self._publish)
+                          for spec in self.specs}
+            self.owner = True
+        self._publish()
         for hosted in self.by_id.values():
             hosted.start()
+        return True
+
+    def _publish(self):
+        if not self.owner or self._closed.is_set():
+            return
+        state = {app_id: {**hosted.describe(), "port": hosted.port, "secret": hosted.secret,
+                          "supervised_by": os.getpid()}
+                 for app_id, hosted in self.by_id.items()}
+        try:
+            write_state(self.shared, state)
+        except OSError:
+            log.exception("publishing the apps' state failed")
 
     def close(self):
-        if self._closed:
+        if self._closed.is_set():
             return
-        self._closed = True
-        for hosted in self.by_id.values():
-            hosted.stop()
-        self.uploader.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self._closed.set()
+        with self._lock:
+            if self.owner:
+                for hosted in self.by_id.values():
+                    hosted.stop()
+                self.uploader.close()
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self.lock.release()
 
     # -- routing --------------------------------------------------------------------------
 
@@ -100,21 +152,20 @@ class HostedApps:
 
     @contextlib.contextmanager
     def slot(self, hosted, stop=None):
-        """One of the app's ``max_concurrency`` slots, held while inside."""
-        with self._lock:
-            slots = self._slots.get(hosted.spec.id)
-            if slots is None:
-                slots = threading.BoundedSemaphore(hosted.max_concurrency or UNLIMITED)
-                self._slots[hosted.spec.id] = slots
-        while not slots.acquire(timeout=0.2):
-            if stop is not None and stop.is_set():
-                from falweb.local.apps.jobs import _Stopping
-
-                raise _Stopping()
-        try:
+        """One of the app's ``max_concurrency`` slots (across processes), held while inside."""
+        limit = hosted.max_concurrency
+        if not limit:
             yield
-        finally:
-            slots.release()
+            return
+        with self._lock:
+            slots = self._slots.get((hosted.spec.id, limit))
+            if slots is None:
+                slots = self._slots[(hosted.spec.id, limit)] = Slots(
+                    self.shared, hosted.spec.id, int(limit))
+        from falweb.local.apps.jobs import _Stopping
+
+        with slots.hold(stop, _Stopping):
+            yield
 
     def base_url_for(self, request_id):
         entry = self._requests.get(request_id or "")
@@ -135,10 +186,25 @@ class HostedApps:
         entry = self._requests.get(request_id or "")
         if entry is not None and entry[1] is not None:
             entry[1](message, level)
+        elif request_id and self._log_for_other_process(request_id, message, level):
+            pass
         elif level == "ERROR":
             log.warning("[%s] %s", app_id, message)
         else:
             log.info("[%s] %s", app_id, message)
+
+    def _log_for_other_process(self, request_id, message, level):
+        """A line for a queue job another process forwarded: recorded against it as well
+        (that process cannot wait for the app's last lines, so they may come just after
+        the job completed)."""
+        queue = self.runtime.queue
+        job = queue.get(request_id)
+        if job is None or (job.finished_at is not None
+                           and time.time() - job.finished_at > LATE_LOG_SECONDS):
+            return False
+        with queue.db.transaction() as conn:
+            queue._append_log(conn, request_id, message, level)
+        return True
 
     # -- what the runtime shows -----------------------------------------------------------
 

@@ -131,7 +131,8 @@ class JobRunner:
                         raise Interrupted()
                     continue
                 # The app's last lines for the request may still be in the pipe.
-                answered.wait(LOG_DRAIN_SECONDS)
+                if hosted.reports_done:
+                    answered.wait(LOG_DRAIN_SECONDS)
                 return outcome_of(status, answer, hosted.spec.id)
 
     def _cancel_requested(self, request_id):

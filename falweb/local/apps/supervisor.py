@@ -71,10 +71,14 @@ class HostedApp:
     app finished answering that request (every line it printed for it came before).
     """
 
+    #: Sends a ``done`` line after each answer (a remote view of the app cannot wait for it).
+    reports_done = True
+
     def __init__(self, spec, uploader_socket, on_log, startup_seconds=300.0,
-                 on_done=lambda request_id: None):
+                 on_done=lambda request_id: None, on_change=lambda: None):
         self.spec = spec
         self.on_done = on_done
+        self.on_change = on_change
         self.uploader_socket = uploader_socket
         self.on_log = on_log
         self.startup_seconds = float(startup_seconds)
@@ -153,6 +157,7 @@ class HostedApp:
             self.state = state
             self.error = error
             self._changed.notify_all()
+        self.on_change()
 
     def _supervise(self):
         failures = 0
@@ -280,6 +285,7 @@ class HostedApp:
                 self._log(event.get("request_id"), str(event["log"]), level)
             elif event.get("event") == "loaded":
                 self.max_concurrency = event.get("max_concurrency")
+                self.on_change()
             elif event.get("event") == "listening":
                 self.port = int(event["port"])
                 listening.set()
