@@ -14,6 +14,7 @@ A job's input goes to the app's route as fal's gateway sends it (``x-fal-request
 
 import json
 import threading
+import time
 
 from falweb.local.apps.calls import ENDPOINT_HEADER
 from falweb.local.apps.calls import NO_RETRY_HEADER
@@ -23,6 +24,7 @@ from falweb.local.apps.calls import AppGone
 from falweb.local.apps.calls import AppNotListening
 from falweb.local.apps.calls import json_of
 from falweb.local.apps.calls import local_files_as_data_uris
+from falweb.local.apps.supervisor import HEALTHY
 from falweb.local.apps.supervisor import AppUnavailable
 from falweb.local.queue import CANCELLED_ERROR
 from falweb.local.queue import CANCELLED_ERROR_TYPE
@@ -33,6 +35,7 @@ MAX_REFUSED = 100
 RETRY_503_DELAY = 0.5
 WATCH_INTERVAL = 0.1
 LOG_DRAIN_SECONDS = 2.0
+RESTART_NOTICE = 5.0
 APP_ERROR_TYPE = "app_error"
 UNAVAILABLE_ERROR_TYPE = "app_unavailable"
 
@@ -90,6 +93,7 @@ class JobRunner:
                     if stop.is_set():
                         raise Interrupted() from None
                     return {"detail": str(exc)}, 503, str(exc), UNAVAILABLE_ERROR_TYPE
+                gone_pid = hosted.pid
                 try:
                     with self.apps.slot(hosted, stop):
                         status, answer_headers, answer = self._call(
@@ -114,6 +118,7 @@ class JobRunner:
                         return ({"detail": CANCELLED_ERROR}, 400, CANCELLED_ERROR,
                                 CANCELLED_ERROR_TYPE)
                     hosted.suspect()
+                    self._await_restart(hosted, gone_pid, stop)
                     reruns += 1
                     if reruns > MAX_RERUNS:
                         error = (f"app {hosted.spec.id} stopped while running the request "
@@ -134,6 +139,16 @@ class JobRunner:
                 if hosted.reports_done:
                     answered.wait(LOG_DRAIN_SECONDS)
                 return outcome_of(status, answer, hosted.spec.id)
+
+    def _await_restart(self, hosted, gone_pid, stop):
+        """Until the supervisor has seen the process die (or ``RESTART_NOTICE`` passed): a
+        dying process may still accept a connection, and that attempt would count as
+        another rerun."""
+        deadline = time.monotonic() + RESTART_NOTICE
+        while hosted.state == HEALTHY and hosted.pid == gone_pid \
+                and time.monotonic() < deadline:
+            if stop.wait(WATCH_INTERVAL):
+                return
 
     def _cancel_requested(self, request_id):
         job = self.runtime.queue.get(request_id)

@@ -99,6 +99,7 @@ class RemoteApp:
     error = property(lambda self: self._now().get("error"))
     port = property(lambda self: self._now().get("port"))
     max_concurrency = property(lambda self: self._now().get("max_concurrency"))
+    pid = property(lambda self: self._now().get("pid"))
 
     def headers(self):
         return {SECRET_HEADER: self._now().get("secret") or ""}
