@@ -1,6 +1,6 @@
 """fal's official JavaScript client, in Node, through falweb's proxy to fal apps the
 embedded runtime hosts: subscribe (with logs and a file from runtime storage), queue with
-a webhook, cancel mid-run, run and stream. Skips without node, tests/js/node_modules or
+a webhook, cancel mid-run, run, stream and realtime. Skips without node, tests/js/node_modules or
 the fal SDK's virtualenv."""
 
 import json
@@ -35,13 +35,16 @@ def outcome(tmp_path_factory):
               "FALWEB_INSTANCE_PATH": str(tmp_path_factory.mktemp("apps-js")),
               "FALWEB_LOCAL_WORKERS": 3, "FALWEB_APPS_VENV": str(FAL_VENV),
               "FALWEB_APPS": [f"{EXAMPLES}/fal_text_to_image.py::TextToImage",
-                              f"{EXAMPLES}/fal_streaming.py::StreamingText"]}
+                              f"{EXAMPLES}/fal_streaming.py::StreamingText",
+                              f"{EXAMPLES}/fal_realtime.py::RealtimeSketch"]}
     try:
         with serve_app(config) as server:
             runtime = backend.embedded_runtime(server.app)
             runtime.allow_webhook_prefix(receiver.url)
             healthy(runtime)
-            done = subprocess.run(["node", str(SCRIPT), server.url + ROUTE, receiver.url],
+            realtime_base = server.url.replace("http://", "ws://") + "/local/run/"
+            done = subprocess.run(["node", str(SCRIPT), server.url + ROUTE, receiver.url,
+                                   realtime_base],
                                   capture_output=True, text=True, timeout=120, cwd=JS_DIR,
                                   executable=node)
             assert done.returncode == 0, done.stderr[-4000:]
@@ -92,3 +95,10 @@ def test_stream(outcome):
     result = ok(outcome["stream"])
     assert [e.get("step") for e in result["events"][:3]] == [1, 2, 3]
     assert result["done"] == {"text": "js-1 js-2 js-3", "steps": 3}
+
+
+def test_realtime_with_a_token_from_the_proxy(outcome):
+    result = ok(outcome["realtime"])
+    assert result["errors"] == []
+    assert [r["seed"] for r in result["results"]] == [0, 1, 2]
+    assert all(r["prompt"] == "js rt" and r["bytes"] > 0 for r in result["results"])

@@ -1,11 +1,15 @@
 // Drives fal's official JavaScript client (1.x) through a proxy URL against apps the local
 // runtime hosts, and prints what it got as one JSON object for tests/test_apps_js.py.
 //
-//   node apps_client.mjs <proxy url> <webhook url>
+//   node apps_client.mjs <proxy url> <webhook url> <realtime base>
+//
+// Realtime: the client opens wss://fal.run/<id>/realtime with the global WebSocket (Node 22
+// has one; here the `ws` package stands in), rewritten to the runtime's realtime base
+// (fal-protocol §13.2, 4); its token comes through the proxy.
 //
 // Each scenario is caught on its own so one failure does not hide the others.
 
-const [proxyUrl, webhookUrl] = process.argv.slice(2);
+const [proxyUrl, webhookUrl, realtimeBase] = process.argv.slice(2);
 const T2I = "local/text-to-image";
 const INPUT = { prompt: "from node", width: 48, height: 32, num_inference_steps: 2 };
 
@@ -77,6 +81,36 @@ out.stream = await attempt(async () => {
   const events = [];
   for await (const event of stream) events.push(event);
   return { events, done: await stream.done() };
+});
+
+out.realtime = await attempt(async () => {
+  const { default: WS } = await import("ws");
+  globalThis.WebSocket = class extends WS {
+    constructor(url, protocols) {
+      super(String(url).replace("wss://fal.run/", realtimeBase), protocols);
+    }
+  };
+  const results = [];
+  const errors = [];
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no realtime answers in 20 s")), 20000);
+    const connection = fal.realtime.connect("local/realtime-sketch", {
+      throttleInterval: 0,
+      onResult: (result) => {
+        results.push({ seed: result.seed, prompt: result.prompt, bytes: result.image?.length });
+        if (results.length < 3) {
+          connection.send({ prompt: "js rt", seed: results.length, size: 16 });
+        } else {
+          clearTimeout(timer);
+          connection.close();
+          resolve();
+        }
+      },
+      onError: (error) => errors.push(String(error?.message ?? error)),
+    });
+    connection.send({ prompt: "js rt", seed: 0, size: 16 });
+  });
+  return { results, errors };
 });
 
 process.stdout.write(JSON.stringify(out) + "\n");
