@@ -14,6 +14,7 @@ checks them (tests/test_apps_contract.py).
 
 import contextvars
 import importlib.util
+import io
 import json
 import os
 import socket
@@ -49,15 +50,17 @@ class LogWriter:
     def write(self, text):
         if not isinstance(text, str):
             text = str(text)
-        buffered = getattr(self._partial, "text", "") + text
-        *lines, rest = buffered.split("\n")
+        # "\r" ends a line too: progress bars (tqdm) redraw with it and would otherwise
+        # grow one line for ever.
+        buffered = getattr(self._partial, "text", "") + text.replace("\r\n", "\n")
+        *lines, rest = buffered.replace("\r", "\n").split("\n")
         self._partial.text = rest
         for line in lines:
             self._emit(line)
         return len(text)
 
     def _emit(self, line):
-        line = line.rstrip("\r")
+        line = line.rstrip()
         if line:
             emit({"log": line, "stream": self.stream_name, "request_id": _request_id.get()})
 
@@ -71,7 +74,8 @@ class LogWriter:
         return False
 
     def fileno(self):
-        raise OSError("hosted app output is a pipe of JSON lines")
+        # What a text stream without a file says (libraries check for it).
+        raise io.UnsupportedOperation("hosted app output is a pipe of JSON lines")
 
     def writable(self):
         return True
