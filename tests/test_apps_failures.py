@@ -21,7 +21,8 @@ T2I = "local/text-to-image"
 APPS = [f"{EXAMPLES}/fal_text_to_image.py::TextToImage",
         f"{TEST_APPS}/import_error.py::ImportError_",
         f"{TEST_APPS}/bad_apps.py::SetupCrash",
-        f"{TEST_APPS}/bad_apps.py::WrongOutput"]
+        f"{TEST_APPS}/bad_apps.py::WrongOutput",
+        f"{TEST_APPS}/bad_apps.py::Flaky"]
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +123,27 @@ def test_killing_the_app_mid_request_reruns_it_once_and_delivers_one_webhook(ser
         assert receiver.bodies[0]["payload"]["images"][0]["url"].startswith(server.url)
     finally:
         receiver.close()
+
+
+def test_a_503_is_retried_and_the_app_sees_fals_headers(server):
+    app_state(server, "local/flaky", "healthy")
+    answer = requests.post(f"{server.url}/queue/local/flaky", json={"prompt": "q"},
+                           timeout=10).json()
+    status = wait_status(answer["status_url"])
+    retries = [line["message"] for line in status["logs"] if "answered 503" in line["message"]]
+    assert len(retries) == 2
+    result = requests.get(answer["response_url"], timeout=10).json()
+    assert result == {"request_id": answer["request_id"], "endpoint": "local/flaky",
+                      "attempts": 3}
+
+
+def test_a_503_with_no_retry_ends_the_request(server):
+    app_state(server, "local/flaky", "healthy")
+    answer = requests.post(f"{server.url}/queue/local/flaky/final", json={"prompt": "f"},
+                           timeout=10).json()
+    status = wait_status(answer["status_url"])
+    assert status["error"] == "app local/flaky answered 503: gone for good"
+    assert not [line for line in status["logs"] if "answered 503" in line["message"]]
+    assert requests.get(answer["response_url"], timeout=10).status_code == 503
+    direct = requests.post(f"{server.url}/run/local/flaky", json={"prompt": "d"}, timeout=30)
+    assert direct.status_code == 200 and direct.json()["attempts"] == 3
