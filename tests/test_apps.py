@@ -192,7 +192,12 @@ def test_healthz_shows_each_app_and_the_openapi_documents(hosted):
     assert apps[T2I]["state"] == "healthy" and apps[T2I]["max_concurrency"] == 2
     documents = hosted.runtime.apps.openapi_documents()
     assert "/" in documents[T2I]["paths"]
-    assert "prompt" in str(documents[T2I]["components"])
+    assert "prompt" in documents[T2I]["components"]["schemas"]["Input"]["properties"]
+    over_http = requests.get(f"{hosted.url}/apps/{T2I}/openapi.json", timeout=10)
+    assert over_http.json() == documents[T2I]
+    assert requests.get(f"{hosted.url}/apps", timeout=10).json()["apps"] == state["apps"]
+    missing = requests.get(f"{hosted.url}/apps/local/nope/openapi.json", timeout=10)
+    assert missing.status_code == 404 and "local/nope" in missing.json()["detail"]
 
 
 def test_no_fal_key_reaches_an_app(hosted, monkeypatch):

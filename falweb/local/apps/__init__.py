@@ -217,7 +217,8 @@ class HostedApps:
         return list(hosted.lines)[-limit:] if hosted else []
 
     def openapi_documents(self):
-        """``{endpoint_id: the app's /openapi.json}`` of the healthy apps (for the catalog)."""
+        """``{endpoint_id: the app's /openapi.json}`` of the healthy apps (for the catalog;
+        over HTTP: ``GET /apps/<id>/openapi.json``)."""
         from falweb.local.apps.calls import AppCall
         from falweb.local.apps.calls import AppGone
         from falweb.local.apps.calls import json_of
@@ -227,8 +228,10 @@ class HostedApps:
         for app_id, hosted in self.by_id.items():
             if hosted.state != HEALTHY:
                 continue
-            call = AppCall(hosted.port, "GET", "/openapi.json", headers=hosted.headers(),
-                           timeout=10)
+            port = hosted.port
+            if not port:
+                continue
+            call = AppCall(port, "GET", "/openapi.json", headers=hosted.headers(), timeout=10)
             try:
                 response = call.send()
                 body = call.read_all(response)

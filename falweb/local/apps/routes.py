@@ -42,6 +42,19 @@ PASSED_HEADERS = ("content-type", "x-fal-billable-units", "cache-control")
 def init_app(app, apps):
     """Route ``apps``' endpoint ids on the runtime's Flask ``app`` (after its host check)."""
 
+    @app.get("/apps")
+    def hosted_apps_state():
+        """``{"apps": [...]}``: each hosted app's id, state and error (as on /healthz)."""
+        return jsonify({"apps": apps.state()})
+
+    @app.get("/apps/<path:app_id>/openapi.json")
+    def hosted_app_openapi(app_id):
+        """The app's own OpenAPI document (its catalog entry); 404 unknown or not running."""
+        document = apps.openapi_documents().get(app_id.strip("/"))
+        if document is None:
+            raise errors.detail(404, f"No running app {app_id.strip('/')!r} here")
+        return jsonify(document)
+
     @app.before_request
     def hosted_app_routes():
         parts = request.path.strip("/").split("/")
