@@ -143,7 +143,10 @@ def run(apps, hosted, path, endpoint_id):
     query = request.query_string.decode("latin-1")
     query = "&".join(p for p in query.split("&") if p and not p.startswith("fal_jwt_token="))
     target = path + (f"?{query}" if query else "")
-    headers = {"content-type": "application/json", REQUEST_ID_HEADER: request_id,
+    content_type = request.headers.get("content-type") or "application/json"
+    if (request.mimetype or "").lower() in ("", "application/json"):
+        content_type = "application/json"  # the body was re-encoded as JSON
+    headers = {"content-type": content_type, REQUEST_ID_HEADER: request_id,
                ENDPOINT_HEADER: endpoint_id, "accept": request.headers.get("accept", "*/*")}
     root = base_url()
     context = apps.tracking(request_id, root)
