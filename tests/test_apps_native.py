@@ -200,3 +200,26 @@ def test_cancel_drops_the_call_of_an_app_without_a_cancel_route(native):
     status = wait_status(answer["status_url"], timeout=15)
     assert status["error_type"] == "request_cancelled"
     assert requests.get(answer["response_url"], timeout=10).status_code == 400
+
+
+@pytest.mark.parametrize(("send", "status", "named"), [
+    ({"data": b"[1, 2]"}, 422, "Input must be a JSON object"),
+    ({"data": b"{not json"}, 422, "Expecting a JSON body"),
+    ({"json": {}, "params": {"fal_webhook": "ftp://x"}}, 422, "fal_webhook"),
+    ({"json": {}, "params": {"fal_webhook": "http://127.0.0.1:9/hook"}}, 422, "fal_webhook"),
+    ({"json": {}, "headers": {"x-fal-queue-priority": "urgent"}}, 422,
+     "x-fal-queue-priority"),
+    ({"json": {}, "headers": {"x-fal-request-timeout": "-1"}}, 422, "x-fal-request-timeout"),
+])
+def test_a_bad_submit_is_a_clear_4xx(native, send, status, named):
+    answer = requests.post(f"{native.url}/queue/{T2I}", timeout=10, **send)
+    assert answer.status_code == status
+    assert named in answer.text
+
+
+def test_other_methods_and_unknown_routes(native):
+    assert requests.get(f"{native.url}/queue/{T2I}", timeout=10).status_code == 405
+    missing = requests.post(f"{native.url}/run/{T2I}/nowhere", json={}, timeout=10)
+    assert missing.status_code == 404 and missing.json()["detail"] == "Path /nowhere not found"
+    unknown = requests.get(f"{native.url}/queue/{T2I}/requests/nope/status", timeout=10)
+    assert unknown.status_code == 404
