@@ -7,6 +7,7 @@ endpoints) goes on to the runtime's own routes. Status, status stream, result an
 answer them.
 """
 
+import contextlib
 import json
 import time
 import uuid
@@ -148,11 +149,11 @@ def run(apps, hosted, path, endpoint_id):
         content_type = "application/json"  # the body was re-encoded as JSON
     headers = {"content-type": content_type, REQUEST_ID_HEADER: request_id,
                ENDPOINT_HEADER: endpoint_id, "accept": request.headers.get("accept", "*/*")}
-    root = base_url()
-    context = apps.tracking(request_id, root)
-    context.__enter__()
-    slot = apps.slot(hosted)
-    slot.__enter__()
+    # Held until the answer's last byte is sent (or the caller hangs up), not only until
+    # this view returns: the app works while its answer streams.
+    held = contextlib.ExitStack()
+    held.enter_context(apps.tracking(request_id, base_url()))
+    held.enter_context(apps.slot(hosted))
     retries = 0
     try:
         while True:
@@ -183,8 +184,7 @@ def run(apps, hosted, path, endpoint_id):
                 continue
             break
     except BaseException:
-        slot.__exit__(None, None, None)
-        context.__exit__(None, None, None)
+        held.close()
         raise
 
     def chunks():
@@ -200,8 +200,7 @@ def run(apps, hosted, path, endpoint_id):
         finally:
             call.abort()
             call.close()
-            slot.__exit__(None, None, None)
-            context.__exit__(None, None, None)
+            held.close()
 
     passed = {k: v for k, v in response.getheaders() if k.lower() in PASSED_HEADERS}
     passed[REQUEST_ID_HEADER] = request_id
