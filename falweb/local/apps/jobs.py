@@ -94,6 +94,7 @@ class JobRunner:
                         raise Interrupted() from None
                     return {"detail": str(exc)}, 503, str(exc), UNAVAILABLE_ERROR_TYPE
                 gone_pid = hosted.pid
+                answered.clear()  # an earlier attempt's "done" says nothing of this one
                 try:
                     with self.apps.slot(hosted, stop):
                         status, answer_headers, answer = self._call(
