@@ -41,6 +41,7 @@ bench: $(VENV)/.test-deps
 	$(BIN)/python bench/local_queue.py
 	$(BIN)/python bench/proxy.py
 	$(BIN)/python bench/page_weight.py
+	$(BIN)/python bench/apps.py
 
 # 60 s under the README's gunicorn deployment: pollers, live sessions, slow clients.
 soak: $(VENV)/.test-deps

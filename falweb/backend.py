@@ -40,7 +40,7 @@ def init_app(app):
         {
             key: value
             for key, value in app.config.items()
-            if key.startswith("FALWEB_LOCAL_") or key == "TESTING"
+            if key.startswith(("FALWEB_LOCAL_", "FALWEB_APPS")) or key == "TESTING"
         }
         | {"FALWEB_INSTANCE_PATH": app.instance_path}
     )

@@ -130,6 +130,9 @@ def build_parser():
 
     add_schema_parser(sub)
     add_users_parser(sub)
+    from falweb.apps_cli import add_parser as add_apps_parser
+
+    add_apps_parser(sub)
     return parser
 
 

@@ -59,6 +59,12 @@ DEFAULTS = {
     "FALWEB_LOCAL_MAX_STORAGE_BYTES": 10 * 1024 * 1024 * 1024,
     # diffusers engine: folders LoRA and embedding paths must be in; [] = <instance>/weights.
     "FALWEB_LOCAL_WEIGHTS_DIRS": [],
+    # Your own apps the local runtime hosts: FILE::Class entries (README, "Your own apps").
+    "FALWEB_APPS": [],
+    # The virtualenv fal apps run in (never falweb's own); `make test` creates .venv-falapps.
+    "FALWEB_APPS_VENV": ".venv-falapps",
+    # Seconds an app may take to answer /health after it starts (setup, loading weights).
+    "FALWEB_APPS_STARTUP_SECONDS": 300.0,
     # Folder for the SQLite queue, history, uploads and keys; default: Flask's instance folder.
     "FALWEB_INSTANCE_PATH": "",
     # Flask secret for sessions and CSRF; empty = a random one kept in the instance folder.

@@ -126,7 +126,15 @@ def catalog():
         "pages/catalog.html",
         endpoints=list(CATALOG.values()),
         recent=[history_item(row) for row in recent],
+        hosted_apps=_hosted_apps(),
     )
+
+
+def _hosted_apps():
+    """State of the apps the embedded runtime hosts (FALWEB_APPS), for the index."""
+    runtime = backend.embedded_runtime(current_app)
+    apps = getattr(runtime, "apps", None)
+    return apps.state() if apps is not None else []
 
 
 @bp.get("/models/<path:endpoint_id>")

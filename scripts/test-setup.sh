@@ -42,4 +42,15 @@ if [ -z "${FALWEB_SKIP_DIFFUSERS:-}" ] && [ -x .venv/bin/pip ] \
     echo "test-setup: no local CPU torch wheel in $wheels; diffusers engine tests will skip"
   fi
 fi
+# Hosted fal apps (tests/test_apps*.py) run in their own virtualenv with fal's SDK pinned
+# to the version falweb's contract test checks; never in falweb's own .venv.
+# FALWEB_SKIP_FALAPPS=1 skips this step.
+FAL_SDK_PIN="fal==1.83.0"
+if [ -z "${FALWEB_SKIP_FALAPPS:-}" ] && ! [ .venv-falapps/.fal-deps -nt scripts/test-setup.sh ]; then
+  echo "test-setup: creating .venv-falapps with $FAL_SDK_PIN and pillow"
+  { [ -x .venv-falapps/bin/python ] || python3 -m venv .venv-falapps; } \
+    && .venv-falapps/bin/pip install -q "$FAL_SDK_PIN" pillow >/tmp/falweb-falapps.log 2>&1 \
+    && touch .venv-falapps/.fal-deps \
+    || echo "test-setup: installing fal failed (see /tmp/falweb-falapps.log); hosted-app tests will skip"
+fi
 exit 0

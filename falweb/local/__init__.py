@@ -60,7 +60,7 @@ def create_local_app(config=None):
 
     app = Flask("falweb.local")
     app.config.from_mapping({k: v for k, v in settings.DEFAULTS.items()
-                             if k.startswith("FALWEB_LOCAL_")})
+                             if k.startswith(("FALWEB_LOCAL_", "FALWEB_APPS"))})
     app.config.update(config or {})
     if not app.config.get("FALWEB_INSTANCE_PATH"):
         app.config["FALWEB_INSTANCE_PATH"] = os.path.join(os.getcwd(), "instance")
@@ -137,5 +137,9 @@ def create_local_app(config=None):
             response.status = f"{response.status_code} {reason}"
         return response
 
+    if runtime.apps is not None:
+        from falweb.local.apps import routes as apps_routes
+
+        apps_routes.init_app(app, runtime.apps)
     runtime.start()
     return app

@@ -98,6 +98,10 @@ class Runtime:
         self._keeper_stop = threading.Event()
         self._keeper = None
         self.started_at = time.time()
+        # Hosted apps (FALWEB_APPS): None when there are none.
+        from falweb.local.apps import hosted_apps
+
+        self.apps = hosted_apps(self, config)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -108,6 +112,8 @@ class Runtime:
         for n in range(count):
             self._spawn(self._work, f"falweb-local-worker-{len(self._threads)}-{n}")
         if first:
+            if self.apps is not None:
+                self.apps.start()
             self._spawn(lambda: self.deliveries.run(self._stop), "falweb-local-webhooks")
             self._spawn(self._maintain, "falweb-local-cleanup")
             self._keeper = threading.Thread(target=self._keep_leases, daemon=True,
@@ -131,6 +137,8 @@ class Runtime:
         atexit.unregister(self.close)
         for thread in self._threads:
             thread.join(timeout=10)
+        if self.apps is not None:
+            self.apps.close()
         # Only now: a job still finishing while the workers stop keeps its lease meanwhile.
         self._keeper_stop.set()
         if self._keeper is not None:
@@ -156,9 +164,13 @@ class Runtime:
         self._wake.set()
 
     def state(self):
-        return {"status": "ok", "engine": self.engine.name,
-                "synthetic": self.engine.synthetic,
-                "workers": int(self.config["FALWEB_LOCAL_WORKERS"]), "jobs": self.queue.counts()}
+        state = {"status": "ok", "engine": self.engine.name,
+                 "synthetic": self.engine.synthetic,
+                 "workers": int(self.config["FALWEB_LOCAL_WORKERS"]),
+                 "jobs": self.queue.counts()}
+        if self.apps is not None:
+            state["apps"] = self.apps.state()
+        return state
 
     # -- retention ------------------------------------------------------------------------
 
@@ -256,7 +268,8 @@ class Runtime:
     def _run_job(self, job, worker_id):
         from falweb.schemas import get_endpoint
 
-        endpoint = get_endpoint(job.endpoint_id)
+        hosted = self.apps is not None and self.apps.find(job.endpoint_id)
+        endpoint = None if hosted else get_endpoint(job.endpoint_id)
 
         def progress(step, total):
             if self._stop.is_set():
@@ -269,7 +282,10 @@ class Runtime:
 
         started = time.perf_counter()
         try:
-            outcome = self.execute(endpoint, job.input, job.base_url, log_line, progress)
+            if hosted:
+                outcome = self.apps.execute_job(job, log_line, self._stop)
+            else:
+                outcome = self.execute(endpoint, job.input, job.base_url, log_line, progress)
         except Interrupted:
             # Stopping (a restart, a deploy): let the next worker start it at once rather
             # than after the lease runs out.
