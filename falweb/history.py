@@ -15,6 +15,7 @@ falweb's own: ``FAILED`` (fal reported an error) and ``CANCELLED``.
 
 import json
 import os
+import secrets
 import sqlite3
 import time
 
@@ -200,6 +201,12 @@ def get_or_hold_webhook(request_id, body, db=None):
             db.execute("INSERT OR REPLACE INTO held_webhook (request_id, body, received)"
                        " VALUES (?, ?, ?)", (request_id, body, time.time()))
     return _decode(row)
+
+
+def new_submission_token():
+    """A fresh token for a form that submits work: posting it twice (a double click, a
+    resent post) makes one request (:func:`claim_submission`)."""
+    return secrets.token_urlsafe(18)
 
 
 def claim_submission(token, db=None):

@@ -9,7 +9,6 @@ their callers by other means.
 
 import os
 import re
-import secrets
 import time
 
 from flask import Blueprint
@@ -73,7 +72,13 @@ def _protect():
 
 @bp.app_context_processor
 def _inject():
-    return {"backend_info": backend.describe(), "is_htmx": htmx.is_htmx}
+    return {"backend_info": backend.describe(), "is_htmx": htmx.is_htmx,
+            "new_submission_token": history.new_submission_token}
+
+
+def _submission_token():
+    token = request.form.get("submission_token", "")
+    return token if _TOKEN.fullmatch(token) else None
 
 
 def get_client():
@@ -102,7 +107,7 @@ def form_context(endpoint, fields, values, errors=None, upstream_error=None):
     """What the form templates render (the form page, the playground, the 422 partial)."""
     return {
         # A new token per rendering: posting this form twice makes one request.
-        "submission_token": secrets.token_urlsafe(18),
+        "submission_token": history.new_submission_token(),
         "endpoint": endpoint,
         "fields": fields,
         "values": values,
@@ -172,8 +177,7 @@ def submit(endpoint_id):
     endpoint = _endpoint_or_404(endpoint_id)
     fields = describe_fields(endpoint)
     values = values_from_form(fields, request.form)
-    token = request.form.get("submission_token", "")
-    token = token if _TOKEN.fullmatch(token) else None
+    token = _submission_token()
     made = token and history.submission_state(token)[1]
     if made:
         # The same form posted again (a double click, a resent post): the request it made.
@@ -197,14 +201,12 @@ def submit(endpoint_id):
         input = load_input(endpoint, post_data(fields, values), form=True)
     except ValidationError as exc:
         return _render_form(endpoint, fields, values, form_errors(exc.messages), status=422)
-    if token and not history.claim_submission(token):
-        made = _await_submission(token)
-        if made:
-            return htmx.redirect(url_for(".request_page", request_id=made))
-        # The other post failed and released the token: this one may try.
-        if not history.claim_submission(token):
-            return _render_form(endpoint, fields, values, upstream_error={
-                "status": None, "detail": "This form is being submitted already."}, status=409)
+    made, ours = _claim_submission(token)
+    if made:
+        return htmx.redirect(url_for(".request_page", request_id=made))
+    if not ours:
+        return _render_form(endpoint, fields, values, upstream_error=BEING_SUBMITTED,
+                            status=409)
     # Counted here, so that a form posted twice (a double click) counts once.
     refused = limits.hit("submits")
     if refused:
@@ -228,6 +230,25 @@ def submit(endpoint_id):
     if playground.wants_pane():
         return playground.result_pane(request_id)
     return htmx.redirect(url_for(".request_page", request_id=request_id))
+
+
+BEING_SUBMITTED = {"status": None, "detail": "This form is being submitted already."}
+
+
+def _claim_submission(token):
+    """Claim a form's submission token: ``(request_id, ours)``.
+
+    ``(id, False)``: another post of the same form made request ``id`` (show it);
+    ``(None, True)``: this post may submit (or the form has no token);
+    ``(None, False)``: another post still holds it, past the HTTP timeout.
+    """
+    if not token or history.claim_submission(token):
+        return None, True
+    made = _await_submission(token)
+    if made:
+        return made, False
+    # The other post failed and released the token: this one may try.
+    return None, history.claim_submission(token)
 
 
 def _await_submission(token):
@@ -439,17 +460,33 @@ def rerun(request_id):
     input = dict(row["input"])
     if request.form.get("seed") == "new":
         input.pop("seed", None)
+
+    def refused_page(error, status):
+        context = status_context(row)
+        context["rerun_error"] = error
+        return htmx.vary(make_response(render_template("pages/request.html", **context),
+                                       status))
+
+    # The page's token: a double click on "Re-run" makes one request, as on the forms.
+    token = _submission_token()
+    made, ours = _claim_submission(token)
+    if made:
+        return htmx.redirect(url_for(".request_page", request_id=made))
+    if not ours:
+        return refused_page(BEING_SUBMITTED, 409)
     refused = limits.hit("submits")
     if refused:
-        context = status_context(row)
-        context["rerun_error"] = limits.page_error(refused)
-        return htmx.vary(make_response(render_template("pages/request.html", **context), 429))
+        if token:
+            history.finish_submission(token, None)
+        return refused_page(limits.page_error(refused), 429)
     try:
         new_id = _submit(row["endpoint_id"], input)
     except client_errors.FalError as exc:
-        context = status_context(row)
-        context["rerun_error"] = _describe_error(exc)
-        return htmx.vary(make_response(render_template("pages/request.html", **context), 502))
+        if token:
+            history.finish_submission(token, None)
+        return refused_page(_describe_error(exc), 502)
+    if token:
+        history.finish_submission(token, new_id)
     return htmx.redirect(url_for(".request_page", request_id=new_id))
 
 

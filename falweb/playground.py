@@ -11,7 +11,6 @@ form posts and redirects to that page, as before.
 """
 
 import json
-import secrets
 
 from flask import Blueprint
 from flask import abort
@@ -68,7 +67,7 @@ def result_pane(request_id):
     """The response that puts the new request into the result pane beside the form."""
     row = history.get(request_id)
     context = status_context(row)
-    context["submission_token"] = secrets.token_urlsafe(18)
+    context["submission_token"] = history.new_submission_token()
     body = render_template("partials/_playground_result.html", **context)
     response = make_response(body, 200)
     response.headers["HX-Retarget"] = "#playground-result"

@@ -452,6 +452,29 @@ def test_rerun_same_and_new_seed(app, client, live_server):
     assert ">1234<" not in done.text
 
 
+def test_a_double_click_on_rerun_makes_one_request(app, client, live_server):
+    import concurrent.futures
+
+    first = request_id_of(submit(client, num_inference_steps="1"))
+    page = requests.get(f"{live_server.url}/requests/{first}", timeout=10).text
+    token = re.search(r'name="submission_token" value="([^"]+)"', page)[1]
+
+    def rerun(_):
+        return requests.post(f"{live_server.url}/requests/{first}/rerun", timeout=30,
+                             data={"seed": "new", "submission_token": token},
+                             allow_redirects=False).headers["Location"]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        locations = set(pool.map(rerun, range(4)))
+    assert len(locations) == 1 and first not in locations.pop()
+    with app.app_context():
+        assert history.page(1, 10)[1] == 2  # the first request and one re-run
+    # The page rendered again has a new token: another click is another re-run.
+    again = re.search(r'name="submission_token" value="([^"]+)"',
+                      requests.get(f"{live_server.url}/requests/{first}", timeout=10).text)[1]
+    assert again != token
+
+
 def test_edit_and_rerun_prefills_the_form(app, client, live_server):
     first = request_id_of(submit(client, prompt="a lighthouse at dusk", seed="77"))
     body = client.get(f"/models/fal-ai/fast-sdxl?from={first}").text
