@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from falweb.local import sql
 from falweb.local.netguard import AddressRefused
 from falweb.local.netguard import check_url
 from falweb.local.netguard import public_session
@@ -145,11 +146,14 @@ class Deliveries:
     def enqueue(self, job):
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO deliveries (request_id, webhook_url, body, next_at,"
-                " trusted) VALUES (?, ?, ?, ?, ?)",
+                sql.INSERT_DELIVERY[self.db.dialect],
                 (job.request_id, job.webhook_url, webhook_body(job), time.time(),
                  int(bool(job.webhook_trusted))),
             )
+        self._wake.set()
+
+    def wake(self):
+        """A delivery was queued (perhaps by another host): look now."""
         self._wake.set()
 
     def headers(self, request_id, body, timestamp=None):
@@ -160,6 +164,11 @@ class Deliveries:
         }
 
     def _due(self):
+        if self.db.dialect == "postgres":
+            with self.db.transaction() as conn:
+                return conn.execute(sql.POSTGRES_CLAIM_DELIVERY,
+                                    (MAX_ATTEMPTS, time.time(),
+                                     time.time() + self.timeout + 5)).fetchone()
         with self.db.transaction() as conn:
             row = conn.execute(
                 "SELECT * FROM deliveries WHERE delivered_at IS NULL AND attempts < ?"
