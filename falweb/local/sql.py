@@ -74,10 +74,13 @@ POSTGRES_SCHEMA = [
         multipart INTEGER NOT NULL DEFAULT 0,
         complete INTEGER NOT NULL DEFAULT 0,
         created_at DOUBLE PRECISION NOT NULL,
-        -- The object store's own multipart upload id, made by the first part.
+        -- In the object store: the file's key, and the store's own id of a multipart
+        -- upload (made by the first part) until it completes.
+        object_key TEXT,
         s3_upload_id TEXT
     );
     CREATE INDEX IF NOT EXISTS files_age ON files (complete, created_at);
+    CREATE INDEX IF NOT EXISTS files_object ON files (object_key);
     -- Sizes of the parts of multipart uploads in the object store (a folder has files).
     CREATE TABLE IF NOT EXISTS file_parts (
         file_id TEXT NOT NULL REFERENCES files (file_id) ON DELETE CASCADE,

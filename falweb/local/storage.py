@@ -319,6 +319,12 @@ class Storage:
         path = os.path.join(self._dir(file_id), "data")
         return path, row["content_type"], row["file_name"], row["size"]
 
+    def read(self, file_id):
+        """(bytes, content_type) of a complete file; NotFound otherwise."""
+        path, content_type, _, _ = self.get(file_id)
+        with open(path, "rb") as f:
+            return f.read(), content_type
+
     def url_name(self, file_id):
         row = self.db.connect().execute(
             "SELECT file_name FROM files WHERE file_id = ?", (file_id,)
