@@ -161,3 +161,4 @@ def s3_server():
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+        child.stdout.close()
