@@ -110,10 +110,15 @@ class Runtime:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self, workers=None):
-        """Start ``workers`` (default: FALWEB_LOCAL_WORKERS) job threads and the webhook sender."""
+    def start(self, workers=None, services=True):
+        """Start ``workers`` (default: FALWEB_LOCAL_WORKERS) job threads and the webhook sender.
+
+        ``services=False`` (``falweb local --workers-only``): job threads only; the hosts
+        that serve the API send the webhooks and run the retention cleanup, so a GPU box
+        killed mid-run never has a delivery in flight.
+        """
         count = int(self.config["FALWEB_LOCAL_WORKERS"] if workers is None else workers)
-        first = not self._threads
+        first = not self._threads and self._keeper is None
         if first and self.db.dialect == "postgres":
             from falweb.store.postgres import Listener
 
@@ -122,8 +127,9 @@ class Runtime:
         for n in range(count):
             self._spawn(self._work, f"falweb-local-worker-{len(self._threads)}-{n}")
         if first:
-            self._spawn(lambda: self.deliveries.run(self._stop), "falweb-local-webhooks")
-            self._spawn(self._maintain, "falweb-local-cleanup")
+            if services:
+                self._spawn(lambda: self.deliveries.run(self._stop), "falweb-local-webhooks")
+                self._spawn(self._maintain, "falweb-local-cleanup")
             self._keeper = threading.Thread(target=self._keep_leases, daemon=True,
                                             name="falweb-local-leases")
             self._keeper.start()
