@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import threading
+import weakref
 
 import psycopg
 
@@ -70,8 +71,20 @@ class Connection:
         self.raw.execute(sql)
 
 
+class _Held:
+    # A thread's hold on a connection; the thread-local slot drops it when the thread ends
+    # (a request thread of a threaded server), and the connection goes back to the idle
+    # list for the next thread instead of staying open until the process exits.
+    def __init__(self, db, conn):
+        self.conn = conn
+        weakref.finalize(self, db._give_back, conn)
+
+
 class PostgresDatabase:
-    """Per-thread connections to one PostgreSQL database (``url``)."""
+    """Connections to one PostgreSQL database (``url``): one per thread while it lives, kept
+    for the next thread when it ends (at most :attr:`max_idle` idle)."""
+
+    max_idle = 16
 
     dialect = "postgres"
     #: Appended to a SELECT whose rows the transaction goes on to change: PostgreSQL locks
@@ -82,8 +95,10 @@ class PostgresDatabase:
         self.url = url
         self.application_name = application_name
         self._local = threading.local()
-        self._all = []
+        self._idle = []
+        self._open = set()
         self._lock = threading.Lock()
+        self._closed = False
         self.connect()  # fail at start, naming the setting, rather than at the first request
 
     def open_raw(self, autocommit=True):
@@ -99,14 +114,35 @@ class PostgresDatabase:
                                   f"{redact(self.url)}: {reason}") from None
 
     def connect(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.raw.closed or conn.raw.broken:
-            # A connection broken by a server restart is replaced, not kept failing.
+        held = getattr(self._local, "held", None)
+        if held is not None and not (held.conn.raw.closed or held.conn.raw.broken):
+            return held.conn
+        # A connection broken by a server restart is replaced, not kept failing.
+        conn = None
+        with self._lock:
+            while self._idle and conn is None:
+                conn = self._idle.pop()
+                if conn.raw.closed or conn.raw.broken:
+                    self._open.discard(conn)
+                    conn = None
+        if conn is None:
             conn = Connection(self.open_raw())
-            self._local.conn = conn
             with self._lock:
-                self._all.append(conn)
+                self._open.add(conn)
+        self._local.held = _Held(self, conn)
         return conn
+
+    def _give_back(self, conn):
+        raw = conn.raw
+        reusable = not (raw.closed or raw.broken) and \
+            raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with self._lock:
+            if reusable and not self._closed and len(self._idle) < self.max_idle:
+                self._idle.append(conn)
+                return
+            self._open.discard(conn)
+        with contextlib.suppress(psycopg.Error):
+            raw.close()
 
     @contextlib.contextmanager
     def transaction(self):
@@ -147,12 +183,11 @@ class PostgresDatabase:
 
     def close(self):
         with self._lock:
-            for conn in self._all:
-                try:
-                    conn.raw.close()
-                except psycopg.Error:
-                    pass
-            self._all.clear()
+            self._closed = True
+            conns, self._open, self._idle = list(self._open), set(), []
+        for conn in conns:
+            with contextlib.suppress(psycopg.Error):
+                conn.raw.close()
         self._local = threading.local()
 
 
