@@ -205,7 +205,7 @@ def reconcile(app, hosts=None):
     """
     with app.app_context():
         client = backend.client(app, on=hosts)
-        db = history.connect(history.db_path(app))
+        db = history.open_db(app)
         checked = 0
         try:
             for row in history.unfinished(db=db):
@@ -231,7 +231,7 @@ def _reconcile_once(app):
         if state["reconcile_started"]:
             return
         state["reconcile_started"] = True
-    db = history.connect(history.db_path(app))
+    db = history.open_db(app)
     try:
         pending = history.pending_count(db=db)
     finally:
@@ -257,7 +257,7 @@ def clean_up(app, now=None):
     now = time.time() if now is None else now
     days = app.config["FALWEB_HISTORY_RETENTION_DAYS"]
     deleted = {"requests": 0, "tokens": 0}
-    db = history.connect(history.db_path(app))
+    db = history.open_db(app)
     try:
         if days and days > 0:
             cutoff = now - days * 24 * 3600

@@ -227,7 +227,8 @@ class Listener:
                     self.on_notify(None, None)
                 first = False
                 while not self._stop.is_set():
-                    for note in conn.notifies(timeout=0.5):
+                    # A short wait, so that close() returns at once.
+                    for note in conn.notifies(timeout=0.1):
                         self.on_notify(note.channel, note.payload)
             except (psycopg.Error, ConnectionError) as exc:
                 if self._stop.is_set():

@@ -6,6 +6,8 @@ store but AWS), ``FALWEB_S3_REGION``. Credentials are boto3's usual ones
 reads, logs or answers them.
 """
 
+import functools
+
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
@@ -15,9 +17,15 @@ __all__ = ["BotoCoreError", "ClientError", "client_from", "error_code"]
 
 
 def client_from(config):
-    """A boto3 S3 client for the store the settings name."""
+    """A boto3 S3 client for the store the settings name: one per process and store, as
+    boto3's clients are thread-safe and take a good part of a second to build."""
     endpoint = (config.get("FALWEB_S3_ENDPOINT_URL") or "").strip() or None
     region = (config.get("FALWEB_S3_REGION") or "").strip() or None
+    return _client(endpoint, region)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(endpoint, region):
     options = Config(
         signature_version="s3v4",
         # Path-style URLs work on every S3-compatible store (MinIO, moto, a bucket name

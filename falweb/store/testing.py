@@ -39,6 +39,7 @@ class Cluster:
     def __init__(self, socket_dir, user):
         self.socket_dir = socket_dir
         self.user = user
+        self.shared_created = False
 
     def url(self, database="postgres"):
         return f"postgresql://{self.user}@/{database}?host={self.socket_dir}"
@@ -94,13 +95,22 @@ def postgres_cluster():
 
 
 def fresh_database(cluster):
-    """The URL of a new empty database in ``cluster``."""
+    """The URL of a new empty database in ``cluster``: a new schema of one shared database,
+    first on the connection's ``search_path`` (a schema costs a millisecond, a CREATE
+    DATABASE most of a second). Notifications and advisory locks are shared by the whole
+    database: another test's can only wake a listener for nothing."""
     import psycopg
 
+    if not cluster.shared_created:
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'falweb_tests'"
+                            ).fetchone() is None:
+                conn.execute("CREATE DATABASE falweb_tests")
+        cluster.shared_created = True
     name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(cluster.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return cluster.url(name)
+    with psycopg.connect(cluster.url("falweb_tests"), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    return cluster.url("falweb_tests") + f"&options=-csearch_path%3D{name}"
 
 
 _MOTO = """
