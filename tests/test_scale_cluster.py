@@ -10,6 +10,7 @@ completes once, with one webhook each.
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,11 +34,11 @@ JOBS = 200
 class Host:
     """One ``falweb local`` process; its output goes to a file, shown when a wait fails."""
 
-    def __init__(self, tmp_path, name, env, *args):
+    def __init__(self, tmp_path, name, env, *args, command="local"):
         self.log_path = tmp_path / f"{name}.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "falweb.cli", "local", "--port", "0", *args],
+            [sys.executable, "-m", "falweb.cli", command, "--port", "0", *args],
             env=env | {"FALWEB_INSTANCE_PATH": str(tmp_path / name)},
             stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp_path)
         self.url = None
@@ -52,7 +53,7 @@ class Host:
             for line in self.output().splitlines():
                 if word in line:
                     if " on http://" in line:
-                        self.url = line.split(" on ", 1)[1].strip().rstrip("/")
+                        self.url = line.split(" on ", 1)[1].split()[0].rstrip("/")
                     return True
             return False
 
@@ -149,3 +150,84 @@ def test_two_api_hosts_two_workers_one_killed_every_job_once(tmp_path, pg_cluste
         finally:
             for host in apis + workers:
                 host.stop()
+
+
+def csrf_of(html):
+    return re.search(r'name="csrf_token" value="([^"]+)"', html)[1]
+
+
+def test_two_app_hosts_two_workers_one_killed_history_everywhere(tmp_path, pg_cluster,
+                                                                s3_emulator):
+    """The issue's shape: two app hosts (each embeds the runtime's API, no job threads),
+    two GPU boxes (``--workers-only``), one database, one bucket. Requests go through the
+    apps' forms, as a person sends them; webhooks come back to the app that submitted."""
+    import psycopg
+
+    url = fresh_database(pg_cluster)
+    env = {**os.environ, **s3_emulator.environ,
+           "FALWEB_DATABASE_URL": url,
+           "FALWEB_STORAGE_URL": f"s3://{s3_emulator.bucket()}/apps",
+           "FALWEB_S3_ENDPOINT_URL": s3_emulator.endpoint,
+           "FALWEB_BACKEND": "local",
+           "FALWEB_LIMITS_ENABLED": "false",
+           "FALWEB_HISTORY_PER_PAGE": str(JOBS + 10),
+           "FALWEB_LOCAL_LEASE_SECONDS": "2",
+           "FALWEB_LOCAL_STEP_DELAY": "0.03",
+           "PYTHONWARNINGS": "ignore"}
+    apps = [Host(tmp_path, f"app{n}", env | {"FALWEB_LOCAL_WORKERS": "0"}, command="serve")
+            for n in range(2)]
+    workers = [Host(tmp_path, f"box{n}", env, "--workers-only", "--workers", "2")
+               for n in range(2)]
+    db = psycopg.connect(url, autocommit=True)
+
+    def count(sql):
+        return db.execute(sql).fetchone()[0]
+
+    try:
+        for host in apps:
+            host.wait_ready("falweb serving on")
+        for host in workers:
+            host.wait_ready("local workers")
+        sessions = [requests.Session() for _ in apps]
+        tokens = [csrf_of(s.get(f"{a.url}/models/fal-ai/fast-sdxl", timeout=30).text)
+                  for s, a in zip(sessions, apps, strict=True)]
+        ids = []
+        for n in range(JOBS):
+            app, session, token = apps[n % 2], sessions[n % 2], tokens[n % 2]
+            answer = session.post(f"{app.url}/models/fal-ai/fast-sdxl", allow_redirects=False,
+                                  data={"prompt": f"request {n}", "num_inference_steps": "4",
+                                        "csrf_token": token}, timeout=30)
+            assert answer.status_code == 303, answer.text[-500:]
+            ids.append(answer.headers["Location"].rsplit("/", 1)[1])
+
+        wait_until(lambda: count("SELECT COUNT(*) FROM jobs WHERE status = 'COMPLETED'")
+                   >= JOBS // 4, timeout=120, message="a quarter of the jobs to complete")
+        workers[0].proc.send_signal(signal.SIGKILL)
+        workers[0].proc.wait(timeout=10)
+        assert count("SELECT COUNT(*) FROM jobs WHERE status = 'COMPLETED'") < JOBS
+
+        wait_until(lambda: count("SELECT COUNT(*) FROM request WHERE status = 'COMPLETED'")
+                   == JOBS, timeout=180,
+                   message=lambda: "every history row to complete: " + str(count(
+                       "SELECT COUNT(*) FROM request WHERE status = 'COMPLETED'")))
+        time.sleep(1.0)  # a second delivery of any webhook would come now
+        # Every request completed once and its webhook was sent once, by one app host.
+        assert count("SELECT COUNT(*) FROM jobs WHERE status = 'COMPLETED'") == JOBS
+        assert count("SELECT COUNT(*) FROM deliveries WHERE delivered_at IS NOT NULL"
+                     " AND attempts = 1") == JOBS
+        received = sum(app.output().count('"POST /webhooks/fal HTTP/1.1" 200') for app in apps)
+        assert received == JOBS
+        # The killed box held jobs: they ran again, on the other box.
+        assert count("SELECT COUNT(*) FROM jobs WHERE attempts = 2") >= 1
+        assert count("SELECT COUNT(*) FROM jobs WHERE attempts > 2") == 0
+        # Each app's history shows every request, whichever app took it.
+        for app, session in zip(apps, sessions, strict=True):
+            page = session.get(f"{app.url}/history", timeout=30).text
+            assert all(request_id in page for request_id in ids)
+            finished = session.get(f"{app.url}/requests/{ids[1 - apps.index(app)]}/status",
+                                   headers={"HX-Request": "true"}, timeout=30)
+            assert finished.status_code == 286
+    finally:
+        db.close()
+        for host in apps + workers:
+            host.stop()
