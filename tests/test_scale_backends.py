@@ -17,6 +17,7 @@ from flask import Flask
 from flask import request as flask_request
 from PIL import Image
 
+from falweb.store.testing import fresh_database
 from falweb.testing import ServerThread
 from falweb.testing import serve_local_runtime
 from falweb.testing import wait_until
@@ -243,3 +244,97 @@ def test_files_in_a_bucket_need_the_shared_database(local_config, s3_emulator, m
     with pytest.raises(SettingError, match="FALWEB_DATABASE_URL"):
         create_local_app(local_config | {"FALWEB_STORAGE_URL": f"s3://{s3_emulator.bucket()}",
                                          "FALWEB_S3_ENDPOINT_URL": s3_emulator.endpoint})
+
+
+def test_secrets_never_reach_an_answer_or_a_log(local_config, pg_cluster, s3_emulator,
+                                               monkeypatch, caplog):
+    # The test cluster trusts local connections: the password is sent and ignored, which
+    # is enough to see where falweb carries it.
+    password = "db-password-0123456789"
+    for name, value in s3_emulator.environ.items():
+        monkeypatch.setenv(name, value)
+    secret_key = s3_emulator.environ["AWS_SECRET_ACCESS_KEY"]
+    url = fresh_database(pg_cluster).replace("postgres@", f"postgres:{password}@", 1)
+    config = local_config | {"FALWEB_DATABASE_URL": url,
+                             "FALWEB_STORAGE_URL": f"s3://{s3_emulator.bucket()}/secret",
+                             "FALWEB_S3_ENDPOINT_URL": s3_emulator.endpoint}
+    seen = []
+    with serve_local_runtime(config) as rt:
+        urls = requests.post(rt.url + "/rest/storage/upload/initiate",
+                             json={"content_type": "text/plain"}, timeout=10).json()
+        seen.append(requests.put(urls["upload_url"], data=b"x", timeout=10))
+        seen.append(requests.get(urls["file_url"], allow_redirects=False, timeout=10))
+        seen.append(requests.get(urls["file_url"], timeout=10))
+        job = submit(rt.url, {"prompt": "quiet", "num_inference_steps": 1})
+        wait_status(job["status_url"])
+        seen.append(requests.get(job["response_url"], timeout=10))
+        seen.append(requests.get(rt.url + "/queue/fal-ai/fast-sdxl/requests/nope", timeout=10))
+        seen.append(requests.get(rt.url + "/healthz", timeout=10))
+        seen.append(requests.put(rt.url + "/cdn/uploads/nope", data=b"x", timeout=10))
+    for answer in seen:
+        text = answer.text + json.dumps(dict(answer.headers))
+        assert password not in text and secret_key not in text
+    for record in caplog.records:
+        text = record.getMessage() + str(record.exc_text or "")
+        assert password not in text and secret_key not in text
+    assert seen[1].status_code == 302  # the presigned URL: signed, never the key itself
+
+
+def test_downloads_stream_through_when_the_store_is_private(local_config, pg_cluster,
+                                                           s3_emulator, monkeypatch):
+    for name, value in s3_emulator.environ.items():
+        monkeypatch.setenv(name, value)
+    config = local_config | {"FALWEB_DATABASE_URL": fresh_database(pg_cluster),
+                             "FALWEB_STORAGE_URL": f"s3://{s3_emulator.bucket()}/private",
+                             "FALWEB_S3_ENDPOINT_URL": s3_emulator.endpoint,
+                             "FALWEB_STORAGE_DOWNLOADS": "stream"}
+    data = os.urandom(100_000)
+    with serve_local_runtime(config) as rt:
+        urls = requests.post(rt.url + "/rest/storage/upload/initiate",
+                             json={"content_type": "application/pdf", "file_name": "a.pdf"},
+                             timeout=10).json()
+        requests.put(urls["upload_url"], data=data, timeout=10)
+        whole = requests.get(urls["file_url"], allow_redirects=False, timeout=10)
+        assert whole.status_code == 200 and whole.content == data
+        assert whole.headers["content-type"] == "application/pdf"
+        assert whole.headers["content-disposition"].startswith("attachment")
+        assert whole.headers["content-security-policy"] == "sandbox; default-src 'none'"
+        part = requests.get(urls["file_url"], headers={"Range": "bytes=10-19"}, timeout=10)
+        assert part.status_code == 206 and part.content == data[10:20]
+        assert part.headers["content-range"] == f"bytes 10-19/{len(data)}"
+
+
+def test_without_the_scale_extra_sqlite_still_runs_and_postgres_says_what_is_missing(
+        tmp_path):
+    # psycopg and boto3 made unimportable: the default needs neither; asking for
+    # PostgreSQL names the setting and the extra.
+    code = f"""
+import sys, time
+sys.modules["psycopg"] = None
+sys.modules["boto3"] = None
+from falweb.local import create_local_app, runtime_of
+from falweb.store.settings import SettingError
+app = create_local_app({{"FALWEB_INSTANCE_PATH": {str(tmp_path)!r},
+                        "FALWEB_LOCAL_STEP_DELAY": 0.0}})
+client = app.test_client()
+rid = client.post("/queue/fal-ai/fast-sdxl", json={{"prompt": "x"}}).json["request_id"]
+for _ in range(500):
+    if runtime_of(app).queue.get(rid).status == "COMPLETED":
+        break
+    time.sleep(0.02)
+else:
+    raise SystemExit("the job never completed")
+runtime_of(app).close()
+try:
+    create_local_app({{"FALWEB_INSTANCE_PATH": {str(tmp_path)!r},
+                      "FALWEB_DATABASE_URL": "postgresql://x@/y"}})
+except SettingError as exc:
+    print(exc)
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "FALWEB_DATABASE_URL" in done.stdout and "falweb[scale]" in done.stdout
