@@ -253,14 +253,19 @@ CLEANUP_PAUSE = 0.05
 def clean_up(app, now=None):
     """Delete the history rows finished more than ``FALWEB_HISTORY_RETENTION_DAYS`` ago (0:
     none) in batches of :data:`CLEANUP_BATCH`, and the held webhooks and submission tokens
-    past their own expiry. Returns ``{"requests": n, "tokens": n}``, what was deleted."""
+    past their own expiry; with the users store, the proxy requests' owners past the same
+    retention and the login failures that no longer count. Returns what was deleted:
+    ``{"requests": n, "tokens": n}`` (and ``"proxy_requests"``, ``"login_failures"``)."""
     now = time.time() if now is None else now
     days = app.config["FALWEB_HISTORY_RETENTION_DAYS"]
+    cutoff = now - days * 24 * 3600 if days and days > 0 else None
     deleted = {"requests": 0, "tokens": 0}
+    users = app.extensions.get("falweb_auth", {}).get("users")
+    if users is not None:
+        deleted.update(users.clean_up(proxy_requests_before=cutoff, now=now))
     db = history.open_db(app)
     try:
-        if days and days > 0:
-            cutoff = now - days * 24 * 3600
+        if cutoff is not None:
             while True:
                 count = history.delete_finished_before(cutoff, CLEANUP_BATCH, db=db)
                 deleted["requests"] += count

@@ -222,6 +222,23 @@ class Users:
                              (request_id,)).fetchone()
         return row["owner"] if row else None
 
+    # -- retention --------------------------------------------------------------------------
+
+    def clean_up(self, proxy_requests_before=None, now=None):
+        """Delete the login failures that no longer count nor block, and (when
+        ``proxy_requests_before`` is given) the proxy requests made before that time, as
+        history forgets its rows. Returns ``{"login_failures": n, "proxy_requests": n}``."""
+        now = time.time() if now is None else now
+        with self._connect() as db:
+            failures = db.execute(
+                "DELETE FROM login_failure WHERE first < ? AND blocked_until < ?",
+                (now - FAILURE_WINDOW, now)).rowcount
+            requests = 0
+            if proxy_requests_before is not None:
+                requests = db.execute("DELETE FROM proxy_request WHERE created < ?",
+                                      (proxy_requests_before,)).rowcount
+        return {"login_failures": failures, "proxy_requests": requests}
+
 
 class _Closing:
     """``with`` a connection: commit (or roll back) and close."""

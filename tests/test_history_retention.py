@@ -3,6 +3,7 @@ FALWEB_HISTORY_RETENTION_DAYS, and expired held webhooks and submission tokens, 
 batches, while the app keeps taking submits."""
 
 import re
+import sqlite3
 import threading
 import time
 import uuid
@@ -141,7 +142,8 @@ def test_retention_zero_keeps_every_request_but_still_drops_expired_tokens(tmp_p
     now = time.time()
     kept = insert_rows(app, [("COMPLETED", now - 1000 * DAY, now - 999 * DAY)])
     insert_tokens(app, now)
-    assert history_sync.clean_up(app) == {"requests": 0, "tokens": 2}
+    assert history_sync.clean_up(app) == {"requests": 0, "tokens": 2, "proxy_requests": 0,
+                                          "login_failures": 0}
     assert table(app, "SELECT request_id FROM request") == [(kept[0],)]
     assert table(app, "SELECT request_id FROM held_webhook") == [("held-new",)]
 
@@ -155,3 +157,30 @@ def test_the_cleanup_command(tmp_path):
     result = app.test_cli_runner().invoke(args=["history-cleanup"])
     assert result.exit_code == 0 and "deleted 3 request(s)" in result.output
     assert len(table(app, "SELECT request_id FROM request")) == 1
+
+
+def test_proxy_request_owners_and_spent_login_failures_are_forgotten(tmp_path):
+    # Both tables grew for ever: every request made through the proxy and every failed
+    # login left a row. Owners go with the history's retention; failures once they no
+    # longer count (their window passed) nor block.
+    from falweb import auth
+    from falweb.users import FAILURE_WINDOW
+
+    app = create_app(config(tmp_path, FALWEB_HISTORY_RETENTION_DAYS=30,
+                            FALWEB_HISTORY_CLEANUP_MINUTES=0))
+    users = auth.users(app)
+    now = time.time()
+    users.own_proxy_request("old", "ann")
+    users.own_proxy_request("new", "ann")
+    users.failed(["ip:10.0.0.1"])
+    for _ in range(8):
+        users.failed(["user:bob"])  # blocked for a while yet
+    with sqlite3.connect(users.path) as db:
+        db.execute("UPDATE proxy_request SET created = ? WHERE request_id = 'old'",
+                   (now - 31 * DAY,))
+        db.execute("UPDATE login_failure SET first = ?", (now - FAILURE_WINDOW - 1,))
+    deleted = history_sync.clean_up(app, now=now)
+    assert (deleted["proxy_requests"], deleted["login_failures"]) == (1, 1)
+    assert users.proxy_request_owner("old") is None
+    assert users.proxy_request_owner("new") == "ann"
+    assert users.blocked_for(["user:bob"]) > 0
