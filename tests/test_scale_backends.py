@@ -338,3 +338,29 @@ except SettingError as exc:
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "FALWEB_DATABASE_URL" in done.stdout and "falweb[scale]" in done.stdout
+
+
+def test_a_webhook_never_queued_by_a_dead_worker_is_sent_later(backend_config):
+    received = []
+    hook = Flask("hook")
+
+    @hook.post("/hook")
+    def receive():
+        received.append(json.loads(flask_request.get_data())["request_id"])
+        return "", 204
+
+    with ServerThread(hook) as hook_server, \
+            serve_local_runtime(backend_config | {"FALWEB_LOCAL_WORKERS": 0}) as rt:
+        rt.runtime.allow_webhook_prefix(hook_server.url + "/hook")
+        job = submit(rt.url, {"prompt": "lost", "num_inference_steps": 1},
+                     fal_webhook=hook_server.url + "/hook")
+        queue = rt.runtime.queue
+        # A worker completes the job and dies before it queues the webhook.
+        assert queue.claim("doomed").request_id == job["request_id"]
+        assert queue.complete(job["request_id"], "doomed", result={"images": []})
+        deliveries = rt.runtime.deliveries
+        assert deliveries.recover() == 0  # too fresh: its worker may still queue it
+        assert deliveries.recover(now=time.time() + 60) == 1
+        wait_until(lambda: received, timeout=20, message="the recovered webhook")
+        assert received == [job["request_id"]]
+        assert deliveries.recover(now=time.time() + 60) == 0
