@@ -280,10 +280,15 @@ class JobQueue:
                 self._append_log(conn, row["request_id"],
                                  "The previous worker stopped; running the request again.",
                                  "WARN")
-        return self.get(row["request_id"])
+        return Job.from_row(row)
 
     def heartbeat(self, request_id, worker_id, message=None, level="INFO"):
         """Renew the lease (and add a log line). Returns (still ours, cancel requested)."""
+        if self.db.dialect == "postgres":
+            row = self.db.connect().execute(sql.POSTGRES_HEARTBEAT, (
+                time.time() + self.lease_seconds, request_id, worker_id, message, level,
+                iso_now(), message)).fetchone()
+            return (True, bool(row["cancel_requested"])) if row else (False, True)
         with self.db.transaction() as conn:
             row = conn.execute(
                 "SELECT lease_owner, status, cancel_requested FROM jobs WHERE request_id = ?"

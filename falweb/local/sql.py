@@ -159,8 +159,8 @@ POSTGRES_SCHEMA = [
 
 #: PostgreSQL: take the next waiting job, or one whose lease ran out (its worker died), in
 #: one statement. SQLite: :meth:`falweb.local.queue.JobQueue.claim` reads then updates
-#: under its write lock. Parameters: now, worker, lease end, now; returns the job's id and
-#: its status before the claim (IN_PROGRESS: a previous worker stopped).
+#: under its write lock. Parameters: now, worker, lease end, now; returns the claimed job's
+#: row and ``was``, its status before the claim (IN_PROGRESS: a previous worker stopped).
 POSTGRES_CLAIM_JOB = """
 WITH next AS (
     SELECT seq, status FROM jobs
@@ -172,7 +172,7 @@ WITH next AS (
 UPDATE jobs SET status = 'IN_PROGRESS', lease_owner = ?, lease_expires = ?,
     attempts = attempts + 1, started_at = COALESCE(started_at, ?)
 FROM next WHERE jobs.seq = next.seq
-RETURNING jobs.request_id, next.status AS was
+RETURNING jobs.*, next.status AS was
 """
 
 #: PostgreSQL: fail the waiting jobs whose start deadline passed, in one statement (SQLite
@@ -183,6 +183,25 @@ UPDATE jobs SET status = 'COMPLETED', finished_at = ?, result = ?, result_status
 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'IN_QUEUE' AND start_deadline < ?
               FOR UPDATE SKIP LOCKED)
 RETURNING request_id
+"""
+
+#: PostgreSQL: renew a lease this worker still holds and add a log line, in one round trip
+#: (SQLite reads the row, then updates it and inserts the line, under its write lock). The
+#: UPDATE locks the row, so log lines of one job are numbered one at a time. Parameters:
+#: lease end, request id, worker, message, level, timestamp, message again (None: no line).
+#: Returns the job's cancel flag; no row when the lease is no longer this worker's.
+POSTGRES_HEARTBEAT = """
+WITH held AS (
+    UPDATE jobs SET lease_expires = ?
+    WHERE request_id = ? AND lease_owner = ? AND status = 'IN_PROGRESS'
+    RETURNING request_id, cancel_requested
+), logged AS (
+    INSERT INTO logs (request_id, n, message, level, timestamp)
+    SELECT request_id, (SELECT COUNT(*) FROM logs WHERE logs.request_id = held.request_id),
+           ?, ?, ?
+    FROM held WHERE ?::text IS NOT NULL
+)
+SELECT cancel_requested FROM held
 """
 
 #: Both: hold one due webhook for ``claim_seconds`` so that no other host sends it
