@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -189,16 +190,26 @@ def test_two_app_hosts_two_workers_one_killed_history_everywhere(tmp_path, pg_cl
         for host in workers:
             host.wait_ready("local workers")
         sessions = [requests.Session() for _ in apps]
-        tokens = [csrf_of(s.get(f"{a.url}/models/fal-ai/fast-sdxl", timeout=30).text)
-                  for s, a in zip(sessions, apps, strict=True)]
-        ids = []
-        for n in range(JOBS):
-            app, session, token = apps[n % 2], sessions[n % 2], tokens[n % 2]
-            answer = session.post(f"{app.url}/models/fal-ai/fast-sdxl", allow_redirects=False,
-                                  data={"prompt": f"request {n}", "num_inference_steps": "4",
-                                        "csrf_token": token}, timeout=30)
-            assert answer.status_code == 303, answer.text[-500:]
-            ids.append(answer.headers["Location"].rsplit("/", 1)[1])
+
+        def person(n):
+            # Two people per app, each with their own session, submitting at once.
+            app = apps[n % 2]
+            with requests.Session() as session:
+                token = csrf_of(session.get(f"{app.url}/models/fal-ai/fast-sdxl",
+                                            timeout=30).text)
+                made = []
+                for k in range(JOBS // 4):
+                    answer = session.post(
+                        f"{app.url}/models/fal-ai/fast-sdxl", allow_redirects=False,
+                        data={"prompt": f"request {n}.{k}", "num_inference_steps": "4",
+                              "csrf_token": token}, timeout=30)
+                    assert answer.status_code == 303, answer.text[-500:]
+                    made.append(answer.headers["Location"].rsplit("/", 1)[1])
+                return made
+
+        with ThreadPoolExecutor(4) as pool:
+            ids = [rid for made in pool.map(person, range(4)) for rid in made]
+        assert len(set(ids)) == JOBS
 
         wait_until(lambda: count("SELECT COUNT(*) FROM jobs WHERE status = 'COMPLETED'")
                    >= JOBS // 4, timeout=120, message="a quarter of the jobs to complete")
