@@ -39,6 +39,11 @@ def app(tmp_path, shared_backend):
         runtime.close()
 
 
+from tests.test_downloads import test_data_uri_images_are_decoded  # noqa: E402,F401
+from tests.test_downloads import test_stored_image_downloads_as_an_attachment  # noqa: E402,F401
+from tests.test_downloads import (  # noqa: E402,F401,I001
+    test_traversal_into_the_embedded_runtimes_queue_is_refused as test_traversal_is_refused,
+)
 from tests.test_local_queue import *  # noqa: E402,F401,F403
 from tests.test_local_storage import *  # noqa: E402,F401,F403
 from tests.test_webhooks import *  # noqa: E402,F401,F403
