@@ -364,3 +364,39 @@ def test_a_webhook_never_queued_by_a_dead_worker_is_sent_later(backend_config):
         wait_until(lambda: received, timeout=20, message="the recovered webhook")
         assert received == [job["request_id"]]
         assert deliveries.recover(now=time.time() + 60) == 0
+
+
+def test_a_stream_is_woken_by_another_hosts_change(local_config, pg_cluster):
+    # The API host never looks on its own here (a minute between looks): only PostgreSQL's
+    # NOTIFY, sent when the other host's worker changes the job, can end the stream in time.
+    config = local_config | {"FALWEB_DATABASE_URL": fresh_database(pg_cluster)}
+    with serve_local_runtime(config | {"FALWEB_LOCAL_WORKERS": 0}) as front, \
+            serve_local_runtime(config | {"FALWEB_LOCAL_WORKERS": 0}) as back:
+        front.runtime.changes.poll = 60
+        job = submit(front.url, {"prompt": "woken", "num_inference_steps": 2})
+        with requests.get(job["status_url"] + "/stream", params={"logs": 1}, stream=True,
+                          timeout=20) as stream:
+            back.runtime.start(workers=1)
+            events = sse_events(stream)
+    assert [e["status"] for e in events][-1] == "COMPLETED"
+    assert "IN_PROGRESS" in [e["status"] for e in events]
+
+
+def test_hosts_starting_together_migrate_once(pg_cluster, tmp_path):
+    import subprocess
+    import sys
+
+    url = fresh_database(pg_cluster)
+    code = f"""
+from falweb.local.sql import open_database
+db = open_database({{"FALWEB_DATABASE_URL": {url!r}}}, {str(tmp_path)!r})
+print(db.connect().execute("SELECT steps FROM falweb_migrations WHERE name = 'local'")
+      .fetchone()["steps"])
+"""
+    starts = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [proc.communicate(timeout=60) for proc in starts]
+    assert [proc.returncode for proc in starts] == [0] * 4, [err for _, err in outputs]
+    from falweb.local.sql import POSTGRES_SCHEMA
+
+    assert {out.strip() for out, _ in outputs} == {str(len(POSTGRES_SCHEMA))}
