@@ -10,6 +10,7 @@ import pytest
 
 from falweb import backend
 from falweb import create_app
+from falweb import history_sql
 from falweb.store.testing import fresh_database
 
 
@@ -37,6 +38,7 @@ def app(tmp_path, shared_backend):
     runtime = backend.embedded_runtime(app)
     if runtime is not None:
         runtime.close()
+    history_sql.database(app).close()  # its connections, not left to the end of the session
 
 
 from tests.test_downloads import test_data_uri_images_are_decoded  # noqa: E402,F401

@@ -77,7 +77,17 @@ class _Held:
     # list for the next thread instead of staying open until the process exits.
     def __init__(self, db, conn):
         self.conn = conn
-        weakref.finalize(self, db._give_back, conn)
+        # A weak reference: a held connection must not keep its database object alive.
+        weakref.finalize(self, _give_back, weakref.ref(db), conn)
+
+
+def _give_back(db_ref, conn):
+    db = db_ref()
+    if db is not None:
+        db._give_back(conn)
+    else:
+        with contextlib.suppress(psycopg.Error):
+            conn.raw.close()
 
 
 class PostgresDatabase:
