@@ -39,6 +39,7 @@ lint: $(VENV)/.test-deps
 bench: $(VENV)/.test-deps
 	bash scripts/test-setup.sh
 	$(BIN)/python bench/local_queue.py
+	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/proxy.py
 	$(BIN)/python bench/page_weight.py
 	$(BIN)/python bench/apps.py

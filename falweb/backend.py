@@ -25,6 +25,10 @@ from falweb.hosts import Hosts
 
 LOCAL_MOUNT = "/local"
 
+#: App settings the embedded runtime reads too: where its database and files are.
+RUNTIME_SHARED_KEYS = ("TESTING", "FALWEB_DATABASE_URL", "FALWEB_STORAGE_URL",
+                       "FALWEB_S3_ENDPOINT_URL", "FALWEB_S3_REGION", "FALWEB_STORAGE_DOWNLOADS")
+
 
 def init_app(app):
     ext = {"local_app": None}
@@ -40,7 +44,7 @@ def init_app(app):
         {
             key: value
             for key, value in app.config.items()
-            if key.startswith(("FALWEB_LOCAL_", "FALWEB_APPS")) or key == "TESTING"
+            if key.startswith(("FALWEB_LOCAL_", "FALWEB_APPS")) or key in RUNTIME_SHARED_KEYS
         }
         | {"FALWEB_INSTANCE_PATH": app.instance_path}
     )

@@ -38,8 +38,21 @@ def _local(args):
     from falweb import config as settings
     from falweb.local import create_local_app
 
+    config = settings.DEFAULTS | settings.from_environ()
+    if args.workers is not None:
+        config["FALWEB_LOCAL_WORKERS"] = args.workers
+    if args.workers_only:
+        import os
+
+        from falweb.local.workers import run_workers
+
+        config["FALWEB_INSTANCE_PATH"] = config["FALWEB_INSTANCE_PATH"] or os.path.join(
+            os.getcwd(), "instance")
+        run_workers(config, banner=lambda line: print(line, flush=True))
+        return
+
     def make(url):
-        return create_local_app(settings.DEFAULTS | settings.from_environ())
+        return create_local_app(config)
 
     _listen(make, args.host, args.port, lambda app, url: f"falweb local runtime on {url}/")
 
@@ -62,6 +75,7 @@ examples:
   falweb serve                                    the app on http://127.0.0.1:5000
   falweb serve --host 0.0.0.0 --port 8000         reachable from other machines
   falweb local --port 8100                        only the local runtime, for fal's clients
+  falweb local --workers-only --workers 2         only run jobs from the shared queue
   falweb generate fal-ai/fast-sdxl --prompt "a lighthouse at dusk"
   falweb generate openrouter/router --input prompt="a haiku" --input model=google/gemini-2.5-flash
   falweb schema fal-ai/kling-video/v1/standard/text-to-video
@@ -108,6 +122,11 @@ def build_parser():
     local = sub.add_parser("local", help="run the fal-compatible local runtime alone")
     local.add_argument("--host", default="127.0.0.1")
     local.add_argument("--port", type=int, default=8100)
+    local.add_argument("--workers-only", action="store_true",
+                       help="serve nothing: only run jobs from the shared queue "
+                            "(FALWEB_DATABASE_URL), e.g. on each GPU box")
+    local.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="job threads (default: FALWEB_LOCAL_WORKERS)")
     local.set_defaults(func=_local)
 
     generate = sub.add_parser(

@@ -67,6 +67,11 @@ DEFAULTS = {
     "FALWEB_APPS_STARTUP_SECONDS": 300.0,
     # Folder for the SQLite queue, history, uploads and keys; default: Flask's instance folder.
     "FALWEB_INSTANCE_PATH": "",
+    "FALWEB_DATABASE_URL": "",
+    "FALWEB_STORAGE_URL": "",
+    "FALWEB_S3_ENDPOINT_URL": "",
+    "FALWEB_S3_REGION": "",
+    "FALWEB_STORAGE_DOWNLOADS": "redirect",
     # Flask secret for sessions and CSRF; empty = a random one kept in the instance folder.
     "FALWEB_SECRET_KEY": "",
     # Seconds between status polls made by the pages and the client's subscribe().

@@ -106,7 +106,8 @@ def image(request_id, index):
         except (binascii.Error, ValueError):
             abort(404, description="The stored image is not valid Base64.")
         return Response(data, mimetype=_image_type(head[5:], content_type), headers=headers)
-    fetch = _local_file(url) or (url if _on_fal(url) else None)
+    local = _local_file(url)
+    fetch = local or (url if _on_fal(url) else None)
     if fetch is None:
         # Not a redirect: that would make this app's address a link to anywhere.
         abort(404, description="This image is not on the local runtime or fal's CDN, so it "
@@ -116,6 +117,15 @@ def image(request_id, index):
     try:
         upstream = session.get(fetch, stream=True, allow_redirects=False,
                                timeout=current_app.config["FALWEB_HTTP_TIMEOUT"])
+        if local and upstream.status_code in (302, 303, 307) and \
+                upstream.headers.get("Location", "").startswith(("https://", "http://")):
+            # The runtime keeps its files in an object store (FALWEB_STORAGE_URL) and sends
+            # clients to a presigned URL: the runtime's own answer, not the result's data,
+            # so it is followed, once.
+            location = upstream.headers["Location"]
+            upstream.close()
+            upstream = session.get(location, stream=True, allow_redirects=False,
+                                   timeout=current_app.config["FALWEB_HTTP_TIMEOUT"])
     except requests.RequestException:
         session.close()
         abort(404, description="The image cannot be fetched right now.")

@@ -22,6 +22,7 @@ import time
 from flask import current_app
 from flask import g
 
+from falweb import history_sql
 from falweb.media_kinds import thumbnail_url
 from falweb.sqlite_wal import enable_wal
 
@@ -102,10 +103,20 @@ def connect(path):
     return db
 
 
+def open_db(app=None):
+    """A connection to the app's history: PostgreSQL at ``FALWEB_DATABASE_URL``
+    (:mod:`falweb.history_sql`), else the SQLite file in the instance folder. Close it."""
+    app = app or current_app
+    shared = history_sql.database(app)
+    if shared is not None:
+        return history_sql.HistoryConnection(shared)
+    return connect(db_path(app))
+
+
 def get_db():
     """The request's connection, opened on first use and closed at teardown."""
     if "history_db" not in g:
-        g.history_db = connect(db_path())
+        g.history_db = open_db()
     return g.history_db
 
 
@@ -117,6 +128,8 @@ def close_db(e=None):
 
 def init_db(app=None):
     """Create the tables if they do not exist (safe to call on every start)."""
+    if history_sql.database(app or current_app) is not None:
+        return  # migrated when the process first opened it
     db = connect(db_path(app))
     try:
         db.executescript(SCHEMA)
@@ -198,8 +211,10 @@ def get_or_hold_webhook(request_id, body, db=None):
         if row is None:
             db.execute("DELETE FROM held_webhook WHERE received < ?",
                        (time.time() - HELD_WEBHOOK_SECONDS,))
-            db.execute("INSERT OR REPLACE INTO held_webhook (request_id, body, received)"
-                       " VALUES (?, ?, ?)", (request_id, body, time.time()))
+            db.execute("INSERT INTO held_webhook (request_id, body, received)"
+                       " VALUES (?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET"
+                       " body = excluded.body, received = excluded.received",
+                       (request_id, body, time.time()))
     return _decode(row)
 
 
@@ -216,8 +231,8 @@ def claim_submission(token, db=None):
     with _immediate(db):
         db.execute("DELETE FROM submission WHERE created < ?",
                    (time.time() - SUBMISSION_SECONDS,))
-        claimed = db.execute("INSERT OR IGNORE INTO submission (token, created) VALUES (?, ?)",
-                             (token, time.time())).rowcount
+        claimed = db.execute("INSERT INTO submission (token, created) VALUES (?, ?)"
+                             " ON CONFLICT (token) DO NOTHING", (token, time.time())).rowcount
     return bool(claimed)
 
 
@@ -249,6 +264,9 @@ class _immediate:
         self.db = db
 
     def __enter__(self):
+        if hasattr(self.db, "begin_immediate"):  # PostgreSQL (falweb.history_sql)
+            self.db.begin_immediate()
+            return
         self.db.commit()  # the sqlite3 module may hold an implicit transaction open
         self.db.execute("BEGIN IMMEDIATE")
 
@@ -311,7 +329,8 @@ def page(number, per_page, db=None, owner=None):
     if number > total // max(per_page, 1) + 1:
         return [], total
     rows = db.execute(
-        f"SELECT * FROM request {where} ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?",
+        f"SELECT * FROM request {where} ORDER BY created DESC,"
+        f" {history_sql.TIEBREAK[getattr(db, 'dialect', 'sqlite')]} DESC LIMIT ? OFFSET ?",
         (*args, per_page, (max(number, 1) - 1) * per_page),
     ).fetchall()
     return [_decode(row) for row in rows], total
@@ -340,7 +359,7 @@ def delete_finished_before(cutoff, limit, db=None):
     db = db or get_db()
     with _immediate(db):
         return db.execute(
-            "DELETE FROM request WHERE rowid IN (SELECT rowid FROM request"
+            "DELETE FROM request WHERE request_id IN (SELECT request_id FROM request"
             " WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
             " AND COALESCE(finished, updated) < ? LIMIT ?)", (cutoff, limit)).rowcount
 

@@ -205,7 +205,7 @@ def reconcile(app, hosts=None):
     """
     with app.app_context():
         client = backend.client(app, on=hosts)
-        db = history.connect(history.db_path(app))
+        db = history.open_db(app)
         checked = 0
         try:
             for row in history.unfinished(db=db):
@@ -231,7 +231,7 @@ def _reconcile_once(app):
         if state["reconcile_started"]:
             return
         state["reconcile_started"] = True
-    db = history.connect(history.db_path(app))
+    db = history.open_db(app)
     try:
         pending = history.pending_count(db=db)
     finally:
@@ -263,7 +263,7 @@ def clean_up(app, now=None):
     users = app.extensions.get("falweb_auth", {}).get("users")
     if users is not None:
         deleted.update(users.clean_up(proxy_requests_before=cutoff, now=now))
-    db = history.connect(history.db_path(app))
+    db = history.open_db(app)
     try:
         if cutoff is not None:
             while True:

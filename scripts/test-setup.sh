@@ -14,6 +14,17 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
+# The PostgreSQL tests start a throwaway cluster with the server's own initdb/pg_ctl.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test-setup: installing Debian's postgresql"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
+      >/tmp/falweb-apt-pg.log 2>&1 || echo "test-setup: postgresql install failed, see /tmp/falweb-apt-pg.log"
+  else
+    echo "test-setup: PostgreSQL missing and not root; PostgreSQL tests will skip"
+  fi
+fi
+
 if [ -f tests/js/package.json ]; then
   if command -v npm >/dev/null 2>&1; then
     if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then

@@ -125,3 +125,48 @@ def live_server(app):
     server.app = app
     yield server
     server.shutdown()
+
+
+# -- PostgreSQL and S3 (issue 12): one throwaway cluster and one S3 emulator per session ----
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL cluster for the whole session; skips, saying why, where none can start."""
+    from falweb.store.testing import Unavailable
+    from falweb.store.testing import postgres_cluster
+
+    try:
+        with postgres_cluster() as cluster:
+            yield cluster
+    except Unavailable as exc:
+        pytest.skip(f"no PostgreSQL: {exc}")
+
+
+@pytest.fixture(scope="session")
+def s3_emulator():
+    """moto's S3 server for the whole session; skips, saying why, where it cannot start."""
+    from falweb.store.testing import Unavailable
+    from falweb.store.testing import s3_server
+
+    try:
+        with s3_server() as server:
+            yield server
+    except Unavailable as exc:
+        pytest.skip(f"no S3 emulator: {exc}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_config(request, local_config, monkeypatch):
+    """``local_config`` on each backend: SQLite and the instance folder, then PostgreSQL
+    (a fresh database) and an S3 bucket (a fresh one)."""
+    if request.param == "sqlite":
+        return local_config
+    from falweb.store.testing import fresh_database
+
+    cluster = request.getfixturevalue("pg_cluster")
+    s3 = request.getfixturevalue("s3_emulator")
+    for name, value in s3.environ.items():
+        monkeypatch.setenv(name, value)
+    return local_config | {"FALWEB_DATABASE_URL": fresh_database(cluster),
+                           "FALWEB_STORAGE_URL": f"s3://{s3.bucket()}/runtime",
+                           "FALWEB_S3_ENDPOINT_URL": s3.endpoint}

@@ -95,6 +95,11 @@ CREATE TABLE IF NOT EXISTS maintenance (
 class Database:
     """Per-thread connections to one SQLite file; ``transaction()`` takes the write lock."""
 
+    dialect = "sqlite"
+    #: Nothing to add to a SELECT that a transaction goes on to change: BEGIN IMMEDIATE
+    #: already holds the one write lock (PostgreSQL's database says " FOR UPDATE").
+    for_update = ""
+
     def __init__(self, path):
         self.path = path
         self._local = threading.local()

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from falweb.local import sql
 from falweb.local.netguard import AddressRefused
 from falweb.local.netguard import check_url
 from falweb.local.netguard import public_session
@@ -32,6 +33,11 @@ from falweb.webhook_signature import signature_headers
 USER_ID = "falweb-local"
 MAX_ATTEMPTS = 10
 TIMEOUT = 15
+#: Every RECOVER_INTERVAL seconds, jobs that completed RECOVER_GRACE seconds ago (up to
+#: RECOVER_WINDOW) without a queued webhook get one (:meth:`Deliveries.recover`).
+RECOVER_INTERVAL = 30.0
+RECOVER_GRACE = 30.0
+RECOVER_WINDOW = 24 * 3600.0
 
 log = logging.getLogger("falweb.local.delivery")
 
@@ -145,11 +151,14 @@ class Deliveries:
     def enqueue(self, job):
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO deliveries (request_id, webhook_url, body, next_at,"
-                " trusted) VALUES (?, ?, ?, ?, ?)",
+                sql.INSERT_DELIVERY[self.db.dialect],
                 (job.request_id, job.webhook_url, webhook_body(job), time.time(),
                  int(bool(job.webhook_trusted))),
             )
+        self._wake.set()
+
+    def wake(self):
+        """A delivery was queued (perhaps by another host): look now."""
         self._wake.set()
 
     def headers(self, request_id, body, timestamp=None):
@@ -160,6 +169,11 @@ class Deliveries:
         }
 
     def _due(self):
+        if self.db.dialect == "postgres":
+            with self.db.transaction() as conn:
+                return conn.execute(sql.POSTGRES_CLAIM_DELIVERY,
+                                    (MAX_ATTEMPTS, time.time(),
+                                     time.time() + self.timeout + 5)).fetchone()
         with self.db.transaction() as conn:
             row = conn.execute(
                 "SELECT * FROM deliveries WHERE delivered_at IS NULL AND attempts < ?"
@@ -225,9 +239,31 @@ class Deliveries:
         self.session.close()
         self.public.close()
 
+    def recover(self, now=None, grace=RECOVER_GRACE, window=RECOVER_WINDOW):
+        """Queue the webhooks of jobs that completed without one: their worker died between
+        completing the job and queueing its delivery (two transactions). Jobs finished
+        ``grace`` to ``window`` seconds before ``now``; returns how many were queued."""
+        from falweb.local.queue import Job
+
+        now = time.time() if now is None else now
+        rows = self.db.connect().execute(
+            "SELECT jobs.* FROM jobs LEFT JOIN deliveries d ON d.request_id = jobs.request_id"
+            " WHERE jobs.status = 'COMPLETED' AND jobs.webhook_url IS NOT NULL"
+            " AND jobs.finished_at BETWEEN ? AND ? AND d.request_id IS NULL LIMIT 200",
+            (now - window, now - grace)).fetchall()
+        for row in rows:
+            log.warning("webhook for %s was never queued (its worker stopped); queueing it",
+                        row["request_id"])
+            self.enqueue(Job.from_row(row))
+        return len(rows)
+
     def run(self, stop):
+        recovered_at = 0.0
         while not stop.is_set():
             try:
+                if time.monotonic() - recovered_at > RECOVER_INTERVAL:
+                    recovered_at = time.monotonic()
+                    self.recover()
                 if self.deliver_once():
                     continue
             except Exception:  # keep delivering others; the row stays due

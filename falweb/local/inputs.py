@@ -129,11 +129,9 @@ def read_input_file(value, *, storage, base_url, limit, allow_fetch=True):
     file_id = own_file_id(value, base_url)
     if file_id is not None:
         try:
-            path, content_type, _, _ = storage.get(file_id)
+            return storage.read(file_id)
         except NotFound:
             raise InputFileError("No such uploaded file") from None
-        with open(path, "rb") as f:
-            return f.read(), content_type
     if not allow_fetch:
         return None
     return fetch_public(value, limit)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
 
+from falweb.local import sql
+
 IN_QUEUE = "IN_QUEUE"
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
@@ -155,7 +157,8 @@ class JobQueue:
         now = time.time()
         with self.db.transaction() as conn:
             row = conn.execute(
-                "SELECT status FROM jobs WHERE request_id = ?", (request_id,)
+                "SELECT status FROM jobs WHERE request_id = ?" + self.db.for_update,
+                (request_id,)
             ).fetchone()
             if row is None:
                 return "NOT_FOUND"
@@ -218,6 +221,8 @@ class JobQueue:
         ).fetchone()
         if waiting is None:
             return None
+        if self.db.dialect == "postgres":
+            return self._claim_skip_locked(worker_id, now)
         with self.db.transaction() as conn:
             overdue = conn.execute(
                 "SELECT request_id FROM jobs WHERE status = ? AND start_deadline < ?",
@@ -257,12 +262,37 @@ class JobQueue:
                                  "WARN")
         return self.get(row["request_id"])
 
+    def _claim_skip_locked(self, worker_id, now):
+        # PostgreSQL (falweb.local.sql): many hosts claim at once, each skipping the rows
+        # another is taking; one statement per step, no table-wide lock.
+        with self.db.transaction() as conn:
+            overdue = [row["request_id"] for row in conn.execute(
+                sql.POSTGRES_FAIL_OVERDUE,
+                (now, json.dumps({"detail": START_TIMEOUT_ERROR,
+                                  "error_type": START_TIMEOUT_ERROR_TYPE}),
+                 START_TIMEOUT_ERROR, START_TIMEOUT_ERROR_TYPE, now))]
+            self._expired.extend(overdue)
+            row = conn.execute(sql.POSTGRES_CLAIM_JOB,
+                               (now, worker_id, now + self.lease_seconds, now)).fetchone()
+            if row is None:
+                return None
+            if row["was"] == IN_PROGRESS:
+                self._append_log(conn, row["request_id"],
+                                 "The previous worker stopped; running the request again.",
+                                 "WARN")
+        return Job.from_row(row)
+
     def heartbeat(self, request_id, worker_id, message=None, level="INFO"):
         """Renew the lease (and add a log line). Returns (still ours, cancel requested)."""
+        if self.db.dialect == "postgres":
+            row = self.db.connect().execute(sql.POSTGRES_HEARTBEAT, (
+                time.time() + self.lease_seconds, request_id, worker_id, message, level,
+                iso_now(), message)).fetchone()
+            return (True, bool(row["cancel_requested"])) if row else (False, True)
         with self.db.transaction() as conn:
             row = conn.execute(
-                "SELECT lease_owner, status, cancel_requested FROM jobs WHERE request_id = ?",
-                (request_id,),
+                "SELECT lease_owner, status, cancel_requested FROM jobs WHERE request_id = ?"
+                + self.db.for_update, (request_id,),
             ).fetchone()
             if row is None or row["lease_owner"] != worker_id or row["status"] != IN_PROGRESS:
                 return False, True

@@ -31,7 +31,6 @@ from falweb.local.queue import START_TIMEOUT_ERROR_TYPE
 
 bp = Blueprint("queue", __name__, url_prefix="/queue")
 
-STREAM_POLL = 0.05
 KEEPALIVE = 10.0
 # x-fal-* request headers the queue understands and keeps with the job.
 KEPT_HEADERS = ("x-fal-queue-priority", "x-fal-runner-hint", "x-fal-request-timeout",
@@ -132,6 +131,10 @@ def status_stream(base, request_id):
     rt = runtime()
 
     def events():
+        with rt.changes.watch(request_id) as watch:
+            yield from _events(watch)
+
+    def _events(watch):
         seen_logs = 0
         last = None
         last_sent = time.monotonic()
@@ -151,7 +154,8 @@ def status_stream(base, request_id):
             elif time.monotonic() - last_sent > KEEPALIVE:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"
-            time.sleep(STREAM_POLL)
+            # Until the job changes (PostgreSQL's NOTIFY), or the next look (SQLite).
+            watch.wait(any_job=current.status == IN_QUEUE)
 
     return Response(stream_with_context(events()), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "x-fal-request-id": request_id,

@@ -20,7 +20,8 @@ import uuid
 
 from PIL import Image
 
-from falweb.local.db import Database
+from falweb.local import sql
+from falweb.local.changes import Changes
 from falweb.local.delivery import TIMEOUT as WEBHOOK_TIMEOUT
 from falweb.local.delivery import Deliveries
 from falweb.local.delivery import WebhookPolicy
@@ -34,14 +35,19 @@ from falweb.local.inputs import read_input_file
 from falweb.local.queue import CANCELLED_ERROR
 from falweb.local.queue import CANCELLED_ERROR_TYPE
 from falweb.local.queue import JobQueue
-from falweb.local.storage import Storage
+from falweb.local.sql import open_database
 from falweb.local.storage import StorageFull
+from falweb.local.storage import open_storage
 from falweb.local.tokens import Tokens
 from falweb.local.tokens import WebhookKey
 
 log = logging.getLogger("falweb.local")
 
 IDLE_WAIT = 0.05
+#: Seconds between two looks of a status stream at its job on SQLite; on PostgreSQL a
+#: NOTIFY wakes it, and it looks on its own only this often (a lost notification).
+STREAM_POLL = 0.05
+SHARED_STREAM_POLL = 1.0
 #: Seconds between two runs of the retention cleanup (in any process on the folder).
 CLEANUP_INTERVAL = 300.0
 #: Rows per cleanup transaction: each holds the write lock for a few milliseconds.
@@ -70,13 +76,16 @@ class Runtime:
         folder = os.path.join(config["FALWEB_INSTANCE_PATH"], "local")
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
-        self.db = Database(os.path.join(folder, "runtime.sqlite3"))
+        # SQLite in the folder, or PostgreSQL (FALWEB_DATABASE_URL) shared by every host.
+        self.db = open_database(config, folder)
+        shared = self.db.dialect == "postgres"
         self.queue = JobQueue(self.db, float(config["FALWEB_LOCAL_LEASE_SECONDS"]))
-        self.storage = Storage(self.db, os.path.join(folder, "files"),
-                               config["FALWEB_LOCAL_MAX_UPLOAD_BYTES"],
-                               config.get("FALWEB_LOCAL_MAX_STORAGE_BYTES") or 0)
-        self.tokens = Tokens(folder, config["FALWEB_LOCAL_MAX_TOKEN_SECONDS"])
-        self.webhook_key = WebhookKey(folder)
+        self.storage = open_storage(self.db, config, os.path.join(folder, "files"))
+        keep = self.db.secret if shared else None
+        self.tokens = Tokens(folder, config["FALWEB_LOCAL_MAX_TOKEN_SECONDS"], keep=keep)
+        self.webhook_key = WebhookKey(folder, keep=keep)
+        self.changes = Changes(STREAM_POLL if not shared else SHARED_STREAM_POLL)
+        self._listener = None
         self.webhooks = WebhookPolicy(_as_list(config.get("FALWEB_LOCAL_WEBHOOK_ALLOWED_URLS")))
         self.deliveries = Deliveries(self.db, self.webhook_key,
                                      timeout=float(config.get("FALWEB_LOCAL_WEBHOOK_TIMEOUT",
@@ -105,23 +114,48 @@ class Runtime:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self, workers=None):
-        """Start ``workers`` (default: FALWEB_LOCAL_WORKERS) job threads and the webhook sender."""
+    def start(self, workers=None, services=True):
+        """Start ``workers`` (default: FALWEB_LOCAL_WORKERS) job threads and the webhook sender.
+
+        ``services=False`` (``falweb local --workers-only``): job threads only; the hosts
+        that serve the API send the webhooks and run the retention cleanup, so a GPU box
+        killed mid-run never has a delivery in flight.
+        """
         count = int(self.config["FALWEB_LOCAL_WORKERS"] if workers is None else workers)
-        first = not self._threads
+        first = not self._threads and self._keeper is None
+        if first and self.db.dialect == "postgres":
+            from falweb.store.postgres import Listener
+
+            self._listener = Listener(self.db, (sql.JOB_CHANNEL, sql.NEW_JOB_CHANNEL,
+                                                sql.DELIVERY_CHANNEL), self._notified).start()
         for n in range(count):
             self._spawn(self._work, f"falweb-local-worker-{len(self._threads)}-{n}")
         if first:
+            # Hosted apps run where jobs run (a workers-only box included).
             if self.apps is not None:
                 self.apps.start()
-            self._spawn(lambda: self.deliveries.run(self._stop), "falweb-local-webhooks")
-            self._spawn(self._maintain, "falweb-local-cleanup")
+            if services:
+                self._spawn(lambda: self.deliveries.run(self._stop), "falweb-local-webhooks")
+                self._spawn(self._maintain, "falweb-local-cleanup")
             self._keeper = threading.Thread(target=self._keep_leases, daemon=True,
                                             name="falweb-local-leases")
             self._keeper.start()
             # On a normal exit (gunicorn restarting a worker, Ctrl-C) running jobs go back
             # to the queue at once instead of waiting for their lease to expire.
             atexit.register(self.close)
+
+    def _notified(self, channel, payload):
+        # PostgreSQL told this process of a change made by any host (falweb.local.sql).
+        if channel == sql.JOB_CHANNEL:
+            self.changes.notify(payload)
+        elif channel == sql.NEW_JOB_CHANNEL:
+            self._wake.set()
+        elif channel == sql.DELIVERY_CHANNEL:
+            self.deliveries.wake()
+        else:  # reconnected: anything may have changed meanwhile
+            self.changes.notify(None)
+            self._wake.set()
+            self.deliveries.wake()
 
     def _spawn(self, target, name):
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -143,6 +177,8 @@ class Runtime:
         self._keeper_stop.set()
         if self._keeper is not None:
             self._keeper.join(timeout=10)
+        if self._listener is not None:
+            self._listener.close()
         self.deliveries.close()
         self.db.close()
 
@@ -187,14 +223,15 @@ class Runtime:
         """True for the one process that should run the cleanup now (none ran it within
         the interval)."""
         now = time.time() if now is None else now
+        # One statement, the same in both dialects: the row is taken only when no process
+        # ran the cleanup within the interval (PostgreSQL runs it on several hosts at once).
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT ran_at FROM maintenance WHERE task = 'cleanup'"
-                               ).fetchone()
-            if row is not None and now - CLEANUP_INTERVAL < row["ran_at"] <= now:
-                return False
-            conn.execute("INSERT OR REPLACE INTO maintenance (task, ran_at)"
-                         " VALUES ('cleanup', ?)", (now,))
-        return True
+            row = conn.execute(
+                "INSERT INTO maintenance (task, ran_at) VALUES ('cleanup', ?)"
+                " ON CONFLICT (task) DO UPDATE SET ran_at = excluded.ran_at"
+                " WHERE NOT (maintenance.ran_at > ? AND maintenance.ran_at <= ?)"
+                " RETURNING task", (now, now - CLEANUP_INTERVAL, now)).fetchone()
+        return row is not None
 
     def cleanup(self, now=None, batch=CLEANUP_BATCH):
         """Apply the retention once: delete expired files and uploads (rows, then folders),

@@ -107,8 +107,11 @@ class Storage:
 
     def used(self, conn=None):
         """Bytes of every stored file and uploaded part."""
+        # In a transaction about to store bytes, the row is locked (PostgreSQL) so that two
+        # uploads cannot both pass the cap.
+        lock = self.db.for_update if conn is not None else ""
         row = (conn or self.db.connect()).execute(
-            "SELECT bytes FROM usage WHERE id = 1").fetchone()
+            "SELECT bytes FROM usage WHERE id = 1" + lock).fetchone()
         return row["bytes"] if row else 0
 
     def _full(self, used=None):
@@ -141,7 +144,8 @@ class Storage:
         """Inside a transaction: the file's current size, once it is known that replacing
         ``replaced`` of its bytes by ``size`` fits; NotFound when the row is gone (expired
         while uploading), StorageFull over the cap."""
-        row = conn.execute("SELECT size FROM files WHERE file_id = ?", (file_id,)).fetchone()
+        row = conn.execute("SELECT size FROM files WHERE file_id = ?" + self.db.for_update,
+                           (file_id,)).fetchone()
         if row is None:
             raise NotFound("Unknown upload URL (it expired)")
         if self.max_storage:
@@ -286,8 +290,8 @@ class Storage:
         try:
             with self.db.transaction() as conn:
                 # The joined file replaces the parts (and any earlier file): the row's bytes.
-                current = conn.execute("SELECT size FROM files WHERE file_id = ?",
-                                       (file_id,)).fetchone()
+                current = conn.execute("SELECT size FROM files WHERE file_id = ?"
+                                       + self.db.for_update, (file_id,)).fetchone()
                 if current is None:
                     raise NotFound("Unknown upload URL (it expired)")
                 if self.max_storage:
@@ -314,6 +318,12 @@ class Storage:
             raise NotFound("File not found")
         path = os.path.join(self._dir(file_id), "data")
         return path, row["content_type"], row["file_name"], row["size"]
+
+    def read(self, file_id):
+        """(bytes, content_type) of a complete file; NotFound otherwise."""
+        path, content_type, _, _ = self.get(file_id)
+        with open(path, "rb") as f:
+            return f.read(), content_type
 
     def url_name(self, file_id):
         row = self.db.connect().execute(
@@ -362,6 +372,21 @@ class Storage:
                     shutil.rmtree(entry.path, ignore_errors=True)
                     removed += 1
         return removed
+
+
+def open_storage(db, config, folder):
+    """Where files go: the object store of ``FALWEB_STORAGE_URL`` (rows in ``db``), else
+    ``folder``. :class:`~falweb.store.settings.SettingError` naming a bad setting."""
+    from falweb.store import settings as store_settings
+
+    max_bytes = config["FALWEB_LOCAL_MAX_UPLOAD_BYTES"]
+    max_storage = config.get("FALWEB_LOCAL_MAX_STORAGE_BYTES") or 0
+    location = store_settings.storage_location(config)
+    if location is None:
+        return Storage(db, folder, max_bytes, max_storage)
+    from falweb.local.s3_storage import S3Storage
+
+    return S3Storage(db, location, config, max_bytes, max_storage)
 
 
 def _prune(*folders):

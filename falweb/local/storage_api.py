@@ -12,7 +12,9 @@ from datetime import UTC
 from datetime import datetime
 
 from flask import Blueprint
+from flask import Response
 from flask import jsonify
+from flask import redirect
 from flask import request
 from flask import send_file
 
@@ -198,15 +200,41 @@ def download(file_id, name):
     """The file with its content type (conditional and range requests work), inline for
     :data:`INLINE_TYPES` and audio, an attachment otherwise; always ``nosniff`` and a
     sandboxing CSP. 404 unknown."""
+    storage = runtime().storage
     try:
-        path, content_type, file_name, _ = runtime().storage.get(file_id)
+        path, content_type, file_name, size = storage.get(file_id)
     except StorageError as exc:
         raise _storage_error(exc) from None
     if name != file_name:
         raise errors.detail(404, "File not found")
     mime, inline = served_type(content_type)
+    if getattr(storage, "remote", False):
+        return _from_object_store(storage, path, mime, inline, file_name, size)
     response = send_file(path, mimetype=mime, conditional=True, max_age=3600,
                          as_attachment=not inline, download_name=file_name)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = FILE_CSP
     return response
+
+
+def _from_object_store(storage, key, mime, inline, file_name, size):
+    """A file in the object store (:mod:`falweb.local.s3_storage`): a redirect to a
+    presigned URL answered with the same type and disposition, or the object streamed
+    through (``FALWEB_STORAGE_DOWNLOADS=stream``), ranges included."""
+    disposition = ("inline" if inline else "attachment") + f'; filename="{file_name}"'
+    if storage.downloads == "redirect":
+        response = redirect(storage.presigned_url(key, mime, disposition), 302)
+        response.headers["Cache-Control"] = "private, max-age=600"
+        return response
+    answer = storage.open(key, request.headers.get("Range"))
+    status = answer["ResponseMetadata"]["HTTPStatusCode"]
+    headers = {"Content-Type": mime, "Content-Disposition": disposition,
+               "Content-Length": str(answer.get("ContentLength", size)),
+               "Accept-Ranges": "bytes", "Cache-Control": "public, max-age=3600",
+               "X-Content-Type-Options": "nosniff", "Content-Security-Policy": FILE_CSP}
+    if answer.get("ContentRange"):
+        headers["Content-Range"] = answer["ContentRange"]
+    from falweb.local.s3_storage import chunks_of
+
+    return Response(chunks_of(answer["Body"]), status=status, headers=headers,
+                    direct_passthrough=True)

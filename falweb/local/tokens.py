@@ -23,11 +23,19 @@ class TokenError(Exception):
     """A token that is missing, malformed, expired or not for this app."""
 
 
+def folder_secrets(folder):
+    """Secrets kept as files in ``folder``: ``keep(name, make)`` → bytes."""
+    return lambda name, make: read_or_create(os.path.join(folder, name), make)
+
+
 class Tokens:
-    def __init__(self, folder, max_seconds=3600):
+    """``keep(name, make)`` stores the secret where every process finds it (default: a
+    file in ``folder``; on PostgreSQL, the database, so that every host agrees)."""
+
+    def __init__(self, folder, max_seconds=3600, keep=None):
         self.max_seconds = int(max_seconds)
-        self._secret = read_or_create(os.path.join(folder, "token_secret"),
-                                       lambda: secrets.token_bytes(32))
+        keep = keep or folder_secrets(folder)
+        self._secret = keep("token_secret", lambda: secrets.token_bytes(32))
 
     def issue(self, allowed_apps, expiration=120):
         """A token for ``allowed_apps`` valid ``expiration`` seconds (capped)."""
@@ -54,9 +62,10 @@ class Tokens:
 class WebhookKey:
     """The runtime's Ed25519 key; its public half is served as a JWKS."""
 
-    def __init__(self, folder):
-        pem = read_or_create(
-            os.path.join(folder, "webhook_ed25519.pem"),
+    def __init__(self, folder, keep=None):
+        keep = keep or folder_secrets(folder)
+        pem = keep(
+            "webhook_ed25519.pem",
             lambda: Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption()),
