@@ -37,6 +37,7 @@ from falweb import presentation
 from falweb import webhooks
 from falweb.client import errors as client_errors
 from falweb.openapi.examples import example_input
+from falweb.presentation import form_context
 from falweb.presentation import history_item
 from falweb.presentation import status_context
 from falweb.schemas import CATALOG
@@ -44,9 +45,7 @@ from falweb.schemas import describe_fields
 from falweb.schemas import form_errors
 from falweb.schemas import get_endpoint
 from falweb.schemas import load_input
-from falweb.schemas.forms import blank_rows
 from falweb.schemas.forms import post_data
-from falweb.schemas.forms import uses_text_box
 from falweb.schemas.forms import values_from_form
 from falweb.schemas.forms import values_from_input
 
@@ -101,26 +100,6 @@ def _render_form(endpoint, fields, values, errors=None, upstream_error=None, sta
     template = "partials/_form.html" if htmx.is_htmx() else "pages/form.html"
     response = make_response(render_template(template, **context), status)
     return htmx.vary(response)
-
-
-def form_context(endpoint, fields, values, errors=None, upstream_error=None):
-    """What the form templates render (the form page, the playground, the 422 partial)."""
-    return {
-        # A new token per rendering: posting this form twice makes one request.
-        "submission_token": history.new_submission_token(),
-        "endpoint": endpoint,
-        "fields": fields,
-        "values": values,
-        "errors": errors or {},
-        "upstream_error": upstream_error,
-        "blank_rows": blank_rows,
-        "uses_text_box": uses_text_box,
-        # An error inside the folded "Advanced" group must not stay hidden.
-        "labels": {f.name: f.label for f in fields},
-        "open_advanced": any(
-            key.split(".")[0] in {f.name for f in fields if f.advanced} for key in errors or {}
-        ),
-    }
 
 
 @bp.get("/")

@@ -21,6 +21,7 @@ from flask import request
 
 from falweb import history
 from falweb import htmx
+from falweb.presentation import form_context
 from falweb.presentation import status_context
 
 #: Longer strings in an input (data URIs of inline images) are left out of the snippets.
@@ -44,7 +45,6 @@ def page(endpoint_id):
     :raise 404: no endpoint (or document) with this id.
     """
     from falweb.openapi.examples import example_input
-    from falweb.pages import form_context
     from falweb.schemas import describe_fields
     from falweb.schemas import get_endpoint
     from falweb.schemas.forms import values_from_input

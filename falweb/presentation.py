@@ -1,24 +1,24 @@
-"""How a request is shown: status context, images, progress, and the pages' Jinja filters.
+"""How a request and a form are shown: status and form contexts, images, progress, and the
+pages' Jinja filters.
 
 The views in :mod:`falweb.pages` decide what happens; this module decides what a person
 sees of a history row (no network, no writes).
 """
 
 import json
-import re
 import time
-from urllib.parse import urlsplit
 
-from flask import request
-
-from falweb import backend
 from falweb import history
 from falweb.client.outputs import output_file_name
 from falweb.client.status import step_of
 from falweb.media_kinds import is_video_url
+from falweb.page_urls import browser_url
+from falweb.page_urls import safe_url
 from falweb.schemas import IMAGE_SIZE_PRESETS
 from falweb.schemas import get_endpoint
 from falweb.schemas.fields import IMAGE_SIZE_SIDE_DEFAULT
+from falweb.schemas.forms import blank_rows
+from falweb.schemas.forms import uses_text_box
 
 # Log lines shown while a request runs: the newest ones, enough to follow a long run. A
 # finished request shows all of them.
@@ -71,35 +71,6 @@ def size_label(value, pixels=False):
         width, height = IMAGE_SIZE_PRESETS[value]
         label += f" ({width} × {height})"
     return label
-
-
-# What browsers drop from a URL before reading its scheme: tabs and newlines anywhere,
-# C0 controls and spaces at either end (so "java\tscript:" is still javascript:).
-_URL_IGNORED = re.compile(r"[\t\n\r]")
-_URL_EDGES = "".join(chr(code) for code in range(0x21))
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-
-
-def safe_url(value):
-    """``value`` when a page may put it in ``href``/``src``, else "".
-
-    Results and history come from a backend (or a webhook), not from this app: only
-    http(s) URLs, ``data:image/*`` and this site's own paths pass; ``javascript:``,
-    ``vbscript:``, other ``data:`` and every other scheme become "".
-    """
-    if not isinstance(value, str):
-        return ""
-    url = _URL_IGNORED.sub("", value).strip(_URL_EDGES)
-    scheme = _SCHEME.match(url)
-    if scheme is None:
-        # No scheme: a path on this site ("/local/cdn/…"), or "//host/…" on this page's scheme.
-        return url if url.startswith("/") else ""
-    scheme = scheme.group(1).lower()
-    if scheme in ("http", "https"):
-        return url
-    if scheme == "data" and url[5:].lstrip().lower().startswith("image/"):
-        return url
-    return ""
 
 
 def duration(seconds):
@@ -184,27 +155,6 @@ def images(row, result):
     return found
 
 
-def browser_url(url):
-    """``url`` as this page's browser should fetch it.
-
-    The embedded runtime names its files by the address the server is bound to (often
-    127.0.0.1), which a browser on another machine cannot reach; its own path on this app
-    works from anywhere, and survives the app moving to another port.
-    """
-    if backend.local_app() is None:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # "http://[" and the like, from a backend: shown as text only
-        return url
-    mount = request.script_root + backend.LOCAL_MOUNT + "/"
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if parts.scheme in ("http", "https") and parts.path.startswith(mount):
-        if loopback or parts.netloc == request.host:
-            return parts.path + (f"?{parts.query}" if parts.query else "")
-    return url
-
-
 def history_item(row):
     """A history row as the history list shows it."""
     return {
@@ -215,3 +165,22 @@ def history_item(row):
         "done": row["status"] in history.TERMINAL,
     }
 
+
+def form_context(endpoint, fields, values, errors=None, upstream_error=None):
+    """What the form templates render (the form page, the playground, the 422 partial)."""
+    return {
+        # A new token per rendering: posting this form twice makes one request.
+        "submission_token": history.new_submission_token(),
+        "endpoint": endpoint,
+        "fields": fields,
+        "values": values,
+        "errors": errors or {},
+        "upstream_error": upstream_error,
+        "blank_rows": blank_rows,
+        "uses_text_box": uses_text_box,
+        # An error inside the folded "Advanced" group must not stay hidden.
+        "labels": {f.name: f.label for f in fields},
+        "open_advanced": any(
+            key.split(".")[0] in {f.name for f in fields if f.advanced} for key in errors or {}
+        ),
+    }

@@ -10,8 +10,8 @@ import posixpath
 from urllib.parse import urlsplit
 
 from falweb.media_kinds import kind_of
-from falweb.presentation import browser_url
-from falweb.presentation import safe_url
+from falweb.page_urls import browser_url
+from falweb.page_urls import safe_url
 
 #: Properties whose text is the answer (an LLM's output, a caption, a transcript).
 TEXT_KEYS = ("output", "text", "response", "answer", "content", "caption", "transcript",

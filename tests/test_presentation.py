@@ -37,8 +37,9 @@ def test_form_shows_size_presets_by_name_and_no_raw_json(client, endpoint_id):
 
 
 def test_a_dict_default_size_reads_width_by_height(client):
+    # fal's document: {"height": 1024, "width": 1024} (the seed page printed [object Object]).
     page = client.get("/models/fal-ai/realistic-vision").text
-    assert "Default: 512 × 512" in page
+    assert "Default: 1024 × 1024" in page
 
 
 @pytest.mark.parametrize("path", ["/nope", "/live/fal-ai/fast-sdxl", "/models/fal-ai/nope"])

@@ -29,6 +29,11 @@ START_TIMEOUT_ERROR = "Request timed out before it started"
 START_TIMEOUT_ERROR_TYPE = "request_timeout"
 
 
+class Interrupted(Exception):
+    """The runtime is stopping: the job goes back to the queue, not to an error (raised by
+    whatever runs a job: the runtime's engines, a hosted app's job runner)."""
+
+
 def iso_now():
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -34,10 +34,11 @@ from falweb.local.inputs import check_image
 from falweb.local.inputs import read_input_file
 from falweb.local.queue import CANCELLED_ERROR
 from falweb.local.queue import CANCELLED_ERROR_TYPE
+from falweb.local.queue import Interrupted
 from falweb.local.queue import JobQueue
 from falweb.local.sql import open_database
 from falweb.local.storage import StorageFull
-from falweb.local.storage import open_storage
+from falweb.local.storage_backends import open_storage
 from falweb.local.tokens import Tokens
 from falweb.local.tokens import WebhookKey
 
@@ -53,10 +54,6 @@ CLEANUP_INTERVAL = 300.0
 #: Rows per cleanup transaction: each holds the write lock for a few milliseconds.
 CLEANUP_BATCH = 200
 INSUFFICIENT_STORAGE_ERROR_TYPE = "insufficient_storage"
-
-
-class Interrupted(Exception):
-    """The runtime is stopping: the job goes back to the queue, not to an error."""
 
 
 class Runtime:

@@ -374,21 +374,6 @@ class Storage:
         return removed
 
 
-def open_storage(db, config, folder):
-    """Where files go: the object store of ``FALWEB_STORAGE_URL`` (rows in ``db``), else
-    ``folder``. :class:`~falweb.store.settings.SettingError` naming a bad setting."""
-    from falweb.store import settings as store_settings
-
-    max_bytes = config["FALWEB_LOCAL_MAX_UPLOAD_BYTES"]
-    max_storage = config.get("FALWEB_LOCAL_MAX_STORAGE_BYTES") or 0
-    location = store_settings.storage_location(config)
-    if location is None:
-        return Storage(db, folder, max_bytes, max_storage)
-    from falweb.local.s3_storage import S3Storage
-
-    return S3Storage(db, location, config, max_bytes, max_storage)
-
-
 def _prune(*folders):
     # Folders a refused upload made, if it left them empty.
     for folder in folders:

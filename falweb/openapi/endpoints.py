@@ -1,4 +1,4 @@
-"""An :class:`~falweb.schemas.catalog.Endpoint` made from an endpoint's OpenAPI document.
+"""An :class:`~falweb.schemas.endpoint.Endpoint` made from an endpoint's OpenAPI document.
 
 Works on fal's queue documents (POST ``/<id>`` takes the input, GET ``.../requests/{id}``
 answers the output) and on a plain app document whose POST route answers the output
@@ -11,7 +11,7 @@ from falweb.openapi.documents import METADATA_KEY
 from falweb.openapi.documents import DocumentError
 from falweb.openapi.documents import endpoint_id_of
 from falweb.openapi.documents import input_and_output
-from falweb.schemas.catalog import Endpoint
+from falweb.schemas.endpoint import Endpoint
 from falweb.schemas.from_json_schema import Builder
 
 #: Input fields that choose the image format, as fal's model families spell it.

@@ -2,10 +2,9 @@
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
-from dataclasses import field
 
 from falweb.schemas.documented import with_documented_fields
+from falweb.schemas.endpoint import Endpoint
 from falweb.schemas.flux import FluxDevInput
 from falweb.schemas.lora import LoraInput
 from falweb.schemas.outputs import LoraOutputSchema
@@ -14,32 +13,6 @@ from falweb.schemas.stable_diffusion import FastLcmDiffusionInput
 from falweb.schemas.stable_diffusion import FastSdxlImageToImageInput
 from falweb.schemas.stable_diffusion import FastSdxlInput
 from falweb.schemas.stable_diffusion import RealisticVisionInput
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One fal endpoint: its id, what it takes and what it answers.
-
-    ``file_fields`` are input fields holding file URLs (uploaded through storage by forms and
-    clients); ``format_field`` names the jpeg/png field, which fal spells differently per
-    model family.
-    """
-
-    endpoint_id: str
-    title: str
-    description: str
-    input_schema: type
-    output_schema: type
-    aliases: tuple = ()
-    realtime: bool = False
-    file_fields: tuple = ()
-    format_field: str = "format"
-    category: str = "text-to-image"
-    tags: tuple = ()
-    #: The OpenAPI document a generated endpoint was built from (``None``: hand-written).
-    document: dict | None = field(default=None, compare=False, hash=False, repr=False)
-    #: Where that document came from: "builtin", a folder, "fal", a registered source.
-    source: str = ""
 
 
 def _catalog(*endpoints):

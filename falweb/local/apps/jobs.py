@@ -28,6 +28,7 @@ from falweb.local.apps.supervisor import HEALTHY
 from falweb.local.apps.supervisor import AppUnavailable
 from falweb.local.queue import CANCELLED_ERROR
 from falweb.local.queue import CANCELLED_ERROR_TYPE
+from falweb.local.queue import Interrupted
 
 MAX_RERUNS = 2
 MAX_503_RETRIES = 10
@@ -75,7 +76,6 @@ class JobRunner:
     def execute(self, job, hosted, path, log_line, stop):
         """The job's (result, status, error, error_type); raises the runtime's
         ``Interrupted`` when the runtime stops meanwhile (the job goes back to the queue)."""
-        from falweb.local.runtime import Interrupted
 
         rt = self.runtime
         body = json.dumps(local_files_as_data_uris(
