@@ -6,6 +6,7 @@ that must never happen. The official JS clients against the real local runtime a
 ``test_proxy_js.py``.
 """
 
+import gzip
 import http.client
 import json
 import os
@@ -80,6 +81,9 @@ class Recorder:
             return "", 200, {"X-Echo": request.headers.get("Authorization", "")}
         if path == "/run/fal-ai/binary":
             return Response(bytes(range(256)) * 4, content_type="image/png")
+        if path == "/run/fal-ai/gzip":
+            body = gzip.compress(b"decoded on the way" * 100)
+            return Response(body, headers={"Content-Encoding": "gzip"}, content_type="text/plain")
         if path == "/run/fal-ai/no-content-type":
             response = Response(b"raw")
             del response.headers["Content-Type"]
@@ -374,7 +378,7 @@ def test_headers_named_by_connection_are_hop_by_hop():
         ("Vary", "b"),
     ]:
         raw.add(name, value)
-    kept = _relay_headers(SimpleNamespace(raw=SimpleNamespace(headers=raw)), Hosts(), [])
+    kept = _relay_headers(SimpleNamespace(headers=raw), Hosts(), [])
     assert kept == [("x-fal-request-id", "r"), ("Vary", "a"), ("Vary", "b")]
 
 
@@ -392,6 +396,38 @@ def test_relays_binary_and_missing_content_type(proxy_server):
     response = call(proxy_server, "https://fal.run/fal-ai/no-content-type", method="GET")
     assert response.content == b"raw"
     assert "content-type" not in response.headers
+
+
+def _raw_get(server, target, method="GET"):
+    # http.client shows the framing that requests hides: Content-Length or chunked.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, ROUTE, headers={TARGET: target, "Accept-Encoding": "gzip"})
+        response = conn.getresponse()
+        return response, response.read()
+    finally:
+        conn.close()
+
+
+def test_a_body_passed_on_unchanged_keeps_its_length_and_is_not_chunked(proxy_server):
+    response, body = _raw_get(proxy_server, "https://fal.run/fal-ai/binary")
+    assert body == bytes(range(256)) * 4
+    assert response.getheader("Content-Length") == str(len(body))
+    assert response.getheader("Transfer-Encoding") is None
+
+
+def test_an_encoded_answer_is_decoded_and_its_length_dropped(proxy_server):
+    response, body = _raw_get(proxy_server, "https://fal.run/fal-ai/gzip")
+    assert body == b"decoded on the way" * 100
+    assert response.getheader("Content-Encoding") is None
+    assert response.getheader("Content-Length") in (None, str(len(body)))
+
+
+def test_a_head_answer_keeps_the_length_without_a_body(proxy_server):
+    response, body = _raw_get(proxy_server, "https://fal.run/fal-ai/binary", method="HEAD")
+    assert response.status == 200
+    assert body == b""
+    assert response.getheader("Content-Length") == str(256 * 4)
 
 
 def test_head_request(upstream, proxy_server):
