@@ -21,12 +21,14 @@ const HEADERS = {
   "content-type": "application/json",
   "x-fal-request-id": "0193b1d2-bench-4000-8000-000000000000",
 };
+const json = (res, body) =>
+  res.writeHead(200, { ...HEADERS, "content-length": Buffer.byteLength(body) }).end(body);
 
 const server = http.createServer((req, res) => {
   if (req.method === "PUT") {
     let size = 0;
     req.on("data", (chunk) => (size += chunk.length));
-    req.on("end", () => res.writeHead(200, HEADERS).end(JSON.stringify({ size })));
+    req.on("end", () => json(res, JSON.stringify({ size })));
     return;
   }
   if (req.method === "POST" && req.url.endsWith("/stream")) {
@@ -44,7 +46,7 @@ const server = http.createServer((req, res) => {
     return;
   }
   req.resume();
-  req.on("end", () => res.writeHead(200, HEADERS).end(STATUS));
+  req.on("end", () => json(res, STATUS));
 });
 
 server.keepAliveTimeout = 30_000;
