@@ -4,7 +4,8 @@
 //
 //   node load.mjs '<json spec>'
 //   spec: {"url", "method"?, "headers"?, "body"?, "connections", "seconds", "warmup"?,
-//          "expect"? (status codes counted as success, default [200])}
+//          "count"? (stop after this many requests), "expect"? (status codes counted as
+//          success, default [200])}
 
 import http from "node:http";
 
@@ -33,12 +34,13 @@ function once() {
   });
 }
 
-async function run(seconds, record) {
+async function run(seconds, record, count = Infinity) {
   const stopAt = Date.now() + seconds * 1000;
   const latencies = [];
   let errors = 0;
+  let started = 0;
   async function loop() {
-    while (Date.now() < stopAt) {
+    while (Date.now() < stopAt && started++ < count) {
       const [ok, started] = await once();
       if (record) latencies.push(Number(process.hrtime.bigint() - started) / 1e6);
       if (!ok) errors++;
@@ -55,8 +57,8 @@ function pct(sorted, q) {
   return sorted[Math.min(sorted.length - 1, Math.round((q / 100) * (sorted.length - 1)))];
 }
 
-await run(spec.warmup ?? 0.5, false);
-const { latencies, errors, elapsed } = await run(spec.seconds, true);
+if (spec.warmup ?? 0.5) await run(spec.warmup ?? 0.5, false);
+const { latencies, errors, elapsed } = await run(spec.seconds, true, spec.count);
 latencies.sort((a, b) => a - b);
 console.log(JSON.stringify({
   requests: latencies.length,

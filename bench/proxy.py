@@ -24,24 +24,25 @@ Needs ``node`` and ``tests/js/node_modules`` (``npm ci`` in ``tests/js``).
 """
 
 import argparse
-import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import requests
+from benchlib import BENCH
+from benchlib import ROOT
+from benchlib import goal
+from benchlib import load
+from benchlib import memory_kib
+from benchlib import start_gunicorn
+from benchlib import start_node
+from benchlib import stop
+from benchlib import worker_pids
 
 from falweb.hosts import Hosts
-from falweb.testing import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
 JS_DIR = ROOT / "tests" / "js"
 ROUTE = "/api/fal/proxy"
 ENDPOINT = "fal-ai/fast-sdxl"
@@ -70,110 +71,7 @@ def proxy_app(upstream=None):
     return app
 
 
-# --- Processes -------------------------------------------------------------------------------
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_falweb(upstream):
-    port = free_port()
-    # The README's command (gunicorn.conf.py as it is), on a bench port and app.
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("gunicorn")), "-c", "gunicorn.conf.py",
-         "--pythonpath", "bench", "proxy:proxy_app()"],
-        cwd=ROOT,
-        env={**os.environ, "FALWEB_BIND": f"127.0.0.1:{port}", "BENCH_UPSTREAM": upstream},
-        stdout=subprocess.DEVNULL,  # the access log of gunicorn.conf.py
-        stderr=subprocess.DEVNULL,  # its error log: start and stop lines
-        start_new_session=True,
-    )
-
-    def listening():
-        if proc.poll() is not None:
-            raise RuntimeError(f"falweb's gunicorn exited with {proc.returncode}")
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-
-    wait_until(listening, timeout=30, interval=0.1, ignore=OSError, message="falweb's gunicorn")
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def start_node(script, *args, cwd):
-    proc = subprocess.Popen(
-        ["node", script, *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,  # the official proxy's config warnings
-        text=True,
-        start_new_session=True,
-    )
-    line = proc.stdout.readline()
-    if not line.startswith("listening "):
-        stop(proc)
-        raise RuntimeError(f"{script} did not start")
-    return proc, f"http://127.0.0.1:{line.split()[1]}"
-
-
-def stop(proc):
-    if proc is not None and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def worker_pids(master_pid):
-    try:
-        path = f"/proc/{master_pid}/task/{master_pid}/children"
-        return [int(pid) for pid in Path(path).read_text().split()]
-    except OSError:
-        return []
-
-
-def cpu_seconds(pids):
-    """User + system CPU seconds used so far by ``pids`` (a vanished one counts 0)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def memory_kib(pid, field):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 # --- Measurements ----------------------------------------------------------------------------
-
-
-def load(url, headers, connections, seconds, server_pids=()):
-    """One run of bench/load.mjs: {"requests", "errors", "rps", "p50", "p90", "p99"}, and
-    "cpu_us": CPU microseconds per request that the ``server_pids`` spent (warm-up included,
-    so a slight overestimate alike for all). CPU per request hardly depends on what else
-    the machine runs, unlike req/s on a shared 2-core machine."""
-    spec = {"url": url, "headers": headers, "connections": connections, "seconds": seconds,
-            "warmup": 0.3}
-    cpu_before = cpu_seconds(server_pids)
-    out = subprocess.run(
-        ["node", str(BENCH / "load.mjs"), json.dumps(spec)],
-        capture_output=True, text=True, timeout=seconds + 60, check=True,
-    )
-    result = json.loads(out.stdout)
-    spent = cpu_seconds(server_pids) - cpu_before
-    result["cpu_us"] = spent / max(result["requests"], 1) * 1e6 * seconds / (seconds + 0.3)
-    return result
 
 
 def time_to_first_event(url, headers, count):
@@ -229,11 +127,6 @@ def upload_through_proxy(proxy_base, mib, master_pid):
     return before / 1024, peak / 1024, seconds, response.json()["size"]
 
 
-def goal(label, value, ratio, baseline, met):
-    verdict = "met" if met else "NOT met"
-    print(f"  {label:<34} {value:<16} {ratio:<30} {baseline}  [{verdict}]")
-
-
 # --- Main ------------------------------------------------------------------------------------
 
 
@@ -254,7 +147,8 @@ def main():
         procs.append(up_proc)
         node_proc, node_base = start_node("official_proxy.mjs", upstream, "0", cwd=JS_DIR)
         procs.append(node_proc)
-        falweb_proc, falweb_base = start_falweb(upstream)
+        falweb_proc, falweb_base = start_gunicorn(
+            "proxy:proxy_app()", env={"BENCH_UPSTREAM": upstream}, pythonpath=BENCH)
         procs.append(falweb_proc)
         hosts = Hosts(upstream)
 
@@ -272,8 +166,8 @@ def main():
             for name in names:
                 url, headers, pids = targets[name]
                 runs[name]["loaded"].append(
-                    load(url, headers, args.connections, args.seconds, pids))
-                runs[name]["single"].append(load(url, headers, 1, args.seconds))
+                    load(url, args.connections, args.seconds, headers, pids))
+                runs[name]["single"].append(load(url, 1, args.seconds, headers))
 
         def med(name, kind, key):
             return statistics.median(r[key] for r in runs[name][kind])
