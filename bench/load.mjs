@@ -17,6 +17,8 @@ const body = spec.body === undefined ? null : Buffer.from(spec.body);
 const headers = { ...(spec.headers || {}) };
 if (body) headers["content-length"] = body.length;
 
+const codes = {};
+
 function once() {
   return new Promise((resolve) => {
     const started = process.hrtime.bigint();
@@ -25,7 +27,10 @@ function once() {
         method: spec.method || "GET", headers },
       (res) => {
         res.on("data", () => {});
-        res.on("end", () => resolve([expect.has(res.statusCode), started]));
+        res.on("end", () => {
+          codes[res.statusCode] = (codes[res.statusCode] || 0) + 1;
+          resolve([expect.has(res.statusCode), started]);
+        });
         res.on("error", () => resolve([false, started]));
       },
     );
@@ -63,6 +68,7 @@ latencies.sort((a, b) => a - b);
 console.log(JSON.stringify({
   requests: latencies.length,
   errors,
+  codes,
   rps: latencies.length / elapsed,
   p50: pct(latencies, 50),
   p90: pct(latencies, 90),
