@@ -5,7 +5,8 @@ measured in this run: for the import, ``import requests`` (the one library the c
 cannot do without); for ``serve``, the same command line serving a bare Flask app (the
 floor of a Python web server starting). ``serve`` counts from the process start until
 ``GET /healthz`` answers, with a fresh instance folder (first start: keys and databases are
-created) and the local backend.
+created) and the local backend. As on an installed falweb, modules' bytecode is cached
+(``PYTHONDONTWRITEBYTECODE`` is dropped, and a first unmeasured run writes it).
 
     .venv/bin/python bench/startup.py [--runs 7]
 """
@@ -33,10 +34,13 @@ BARE_FLASK = (
 )
 
 
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def import_ms(module):
     """Cumulative import time of ``module`` (µs from -X importtime) in a fresh interpreter."""
     out = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+                         capture_output=True, text=True, check=True, cwd=ROOT, env=ENV)
     for line in reversed(out.stderr.splitlines()):
         match = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S+)$", line)
         if match and match.group(2) == module:
@@ -67,11 +71,11 @@ def main():
     args = parser.parse_args()
     falweb = str(os.path.join(os.path.dirname(sys.executable), "falweb"))
     samples = {"client": [], "requests": [], "serve": [], "bare": []}
-    for _ in range(args.runs):
+    for run in range(args.runs + 1):  # the first run writes bytecode caches: not counted
         samples["client"].append(import_ms("falweb.client"))
         samples["requests"].append(import_ms("requests"))
         folder = tempfile.mkdtemp(prefix="falweb-bench-start-")
-        env = {**os.environ, "FALWEB_INSTANCE_PATH": folder, "FALWEB_BACKEND": "local"}
+        env = {**ENV, "FALWEB_INSTANCE_PATH": folder, "FALWEB_BACKEND": "local"}
         try:
             port = free_port()
             samples["serve"].append(
@@ -81,6 +85,9 @@ def main():
                 ready_ms([sys.executable, "-c", BARE_FLASK, str(port)], port, env))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        if run == 0:
+            for values in samples.values():
+                values.clear()
     client, floor, serve, bare = (statistics.median(samples[k]) for k in samples)
     print(f"\nstartup; medians of {args.runs} fresh processes, interleaved with the baselines")
     print("\ngoals (against a baseline measured in this run):")

@@ -9,6 +9,7 @@ Login guessing is throttled per user name and per client address: after
 ``LOCKOUT_SECONDS``, doubled for each further failure.
 """
 
+import functools
 import hashlib
 import os
 import secrets
@@ -130,11 +131,13 @@ class Users:
 
     def check_password(self, name, password):
         """The user when ``password`` is theirs, else None (the same work either way)."""
+        # First, for every name: the one-time cost of making it is paid alike by all.
+        dummy = _dummy_hash()
         with self._connect() as db:
             row = db.execute("SELECT name, password_hash, admin FROM user WHERE name = ?",
                              (name,)).fetchone()
         # Hash even for an unknown name, so timing does not tell which names exist.
-        stored = row["password_hash"] if row else _DUMMY_HASH
+        stored = row["password_hash"] if row else dummy
         if check_password_hash(stored, password or "") and row is not None:
             return {"name": row["name"], "admin": bool(row["admin"])}
         return None
@@ -268,4 +271,7 @@ def _digest(token):
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-_DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
+@functools.cache
+def _dummy_hash():
+    # Made at the first login, not at import: a scrypt hash was 0.15 s of every start.
+    return generate_password_hash(secrets.token_hex(16))
