@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import requests
+from benchlib import cpu_seconds
 from benchlib import goal
 from benchlib import load
 from benchlib import start_gunicorn
@@ -45,24 +46,28 @@ def completed(folder):
         db.close()
 
 
-def jobs_per_second(base, folder, jobs, connections):
-    """Submit ``jobs`` jobs from ``connections`` clients; seconds until all are COMPLETED."""
+def jobs_per_second(base, folder, jobs, connections, pids):
+    """Submit ``jobs`` jobs from ``connections`` clients and wait until all are COMPLETED:
+    (jobs/s, submits answered/s, server CPU ms per job)."""
     before = completed(folder)
+    cpu = cpu_seconds(pids)
     started = time.perf_counter()
     result = load(f"{base}/local/queue/{ENDPOINT}", connections, 600, JSON, warmup=0,
                   method="POST", body=INPUT, count=jobs)
     assert result["errors"] == 0 and result["requests"] == jobs, result
     while completed(folder) < before + jobs:
         time.sleep(0.002)
-    return jobs / (time.perf_counter() - started), result["rps"]
+    elapsed = time.perf_counter() - started
+    return jobs / elapsed, result["rps"], (cpu_seconds(pids) - cpu) / jobs * 1000
 
 
-def run_calls_per_second(base, jobs, connections):
+def run_calls_per_second(base, jobs, connections, pids):
+    cpu = cpu_seconds(pids)
     started = time.perf_counter()
     result = load(f"{base}/local/run/{ENDPOINT}", connections, 600, JSON, warmup=0,
                   method="POST", body=INPUT, count=jobs)
     assert result["errors"] == 0, result
-    return jobs / (time.perf_counter() - started)
+    return jobs / (time.perf_counter() - started), (cpu_seconds(pids) - cpu) / jobs * 1000
 
 
 def submit_from_the_form(base):
@@ -101,8 +106,9 @@ def main():
         load(f"{base}/local/run/{ENDPOINT}", 8, 600, JSON, warmup=0, method="POST",
              body=INPUT, count=50)
 
-        run_rate = run_calls_per_second(base, args.jobs, args.connections)
-        jobs_rate, submit_rate = jobs_per_second(base, folder, args.jobs, args.connections)
+        run_rate, run_cpu = run_calls_per_second(base, args.jobs, args.connections, pids)
+        jobs_rate, submit_rate, job_cpu = jobs_per_second(
+            base, folder, args.jobs, args.connections, pids)
         done = requests.post(f"{base}/local/queue/{ENDPOINT}", data=INPUT, headers=JSON,
                              timeout=30).json()
         while requests.get(done["status_url"], timeout=30).status_code != 200:
@@ -145,7 +151,8 @@ def main():
     floor_name = f"GET {FLOOR}"
     print(f"\nlocal runtime and pages under gunicorn.conf.py; {args.connections} clients; "
           f"req/s medians of 3 interleaved rounds of {args.seconds:g}s")
-    print(f"  (submits answered at {submit_rate:.0f} req/s; CPU µs per request: polls "
+    print(f"  (submits answered at {submit_rate:.0f} req/s; server CPU per job {job_cpu:.2f} ms,"
+          f" per /local/run call {run_cpu:.2f} ms; CPU µs per request: polls "
           f"{best('polls', 'cpu_us'):.0f}, partial {best('partial', 'cpu_us'):.0f}, "
           f"static file {best('floor', 'cpu_us'):.0f})")
     print("\ngoals (against a baseline measured in this run):")
