@@ -80,7 +80,11 @@ class _Guarded:
         from falweb import auth
         from falweb import limits
 
-        with self.app.request_context(dict(environ)):
+        context = self.app.request_context(dict(environ))
+        # The runtime's paths are none of the app's routes: matching them against the app's
+        # URL map (a NotFound built and kept, each call) would be wasted.
+        context.url_adapter = None
+        with context:
             g.auth_mode = auth.mode_of()
             g.user = auth.identify(mode=g.auth_mode)
             if g.user is None:
