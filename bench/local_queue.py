@@ -71,7 +71,8 @@ def run_calls_per_second(base, jobs, connections, pids):
 
 
 def submit_from_the_form(base):
-    """A request made on the pages, as a person makes it; its id."""
+    """A request made on the pages, as a person makes it: (its id, the browser's Cookie
+    header, which its page's polls then carry)."""
     with requests.Session() as session:
         page = session.get(f"{base}/models/{ENDPOINT}", timeout=30).text
         fields = dict(re.findall(r'name="(csrf_token|submission_token)" value="([^"]*)"', page))
@@ -81,7 +82,8 @@ def submit_from_the_form(base):
             allow_redirects=False, timeout=30,
         )
         assert answer.status_code == 303, (answer.status_code, answer.text[:2000])
-        return answer.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+        cookie = "; ".join(f"{name}={value}" for name, value in session.cookies.items())
+        return answer.headers["Location"].rstrip("/").rsplit("/", 1)[-1], cookie
 
 
 def main():
@@ -121,9 +123,9 @@ def main():
             **env, "FALWEB_INSTANCE_PATH": idle_folder, "FALWEB_LOCAL_WORKERS": "0"})
         procs.append(idle)
         idle_pids = [idle.pid, *worker_pids(idle.pid)]
-        request_id = submit_from_the_form(idle_base)
+        request_id, cookie = submit_from_the_form(idle_base)
         partial_url = f"{idle_base}/requests/{request_id}/status"
-        htmx = {"HX-Request": "true"}
+        htmx = {"HX-Request": "true", "Cookie": cookie}
 
         rounds = {"polls": [], "floor": [], "partial": [], "idle floor": []}
         for _ in range(3):  # interleaved, so that the machine's noise falls on all alike
