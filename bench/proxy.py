@@ -9,6 +9,8 @@ Everything runs on loopback and stops by itself. Four servers, each its own proc
 - falweb: a bare Flask app with :class:`falweb.proxy.FalProxy` (the piece people embed) under
   the deployment the README recommends: gunicorn with ``gunicorn.conf.py`` as it is
   (gthread workers, threads, access log), ``FAL_PROXY_UPSTREAM`` = the upstream;
+- the whole falweb app (``wsgi:app``, same deployment, ``FALWEB_LOCAL_URL`` = the upstream,
+  rate limits off): the proxy behind the app's access control and ownership checks;
 - the upstream called directly: the floor.
 
 Load comes from ``bench/load.mjs`` (keep-alive connections in one Node process, cheaper than
@@ -28,6 +30,7 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 import requests
@@ -142,6 +145,7 @@ def main():
     if shutil.which("node") is None or not (JS_DIR / "node_modules" / "@fal-ai").is_dir():
         sys.exit("bench/proxy.py needs node and tests/js/node_modules (npm ci in tests/js)")
     procs = []
+    instance = None
     try:
         up_proc, upstream = start_node("upstream.mjs", "0", cwd=BENCH)
         procs.append(up_proc)
@@ -150,6 +154,13 @@ def main():
         falweb_proc, falweb_base = start_gunicorn(
             "proxy:proxy_app()", env={"BENCH_UPSTREAM": upstream}, pythonpath=BENCH)
         procs.append(falweb_proc)
+        # The whole falweb app (wsgi:app) too, its proxy behind the app's access control
+        # and ownership checks; rate limits off (they would answer 429 to this load).
+        instance = tempfile.mkdtemp(prefix="falweb-bench-proxy-")
+        app_proc, app_base = start_gunicorn("wsgi:app", env={
+            "FALWEB_INSTANCE_PATH": instance, "FALWEB_LOCAL_URL": upstream,
+            "FALWEB_LIMITS_ENABLED": "false", "FALWEB_LOG_LEVEL": "WARNING"})
+        procs.append(app_proc)
         hosts = Hosts(upstream)
 
         proxied = {"x-fal-target-url": STATUS}
@@ -158,6 +169,8 @@ def main():
             "direct": (hosts.resolve(STATUS), {}, [up_proc.pid]),
             "fal Node proxy": (node_base + ROUTE, proxied, [node_proc.pid]),
             "falweb proxy": (falweb_base + ROUTE, proxied, falweb_pids),
+            "falweb app": (app_base + ROUTE, proxied,
+                           [app_proc.pid, *worker_pids(app_proc.pid)]),
         }
         runs = {name: {"loaded": [], "single": []} for name in targets}
         for i in range(args.rounds):
@@ -233,6 +246,8 @@ def main():
     finally:
         for proc in procs:
             stop(proc)
+        if instance:
+            shutil.rmtree(instance, ignore_errors=True)
 
 
 if __name__ == "__main__":

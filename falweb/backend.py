@@ -198,6 +198,10 @@ def mounts(app=None):
     """``{prefix: adapter}`` for a session that calls this app's backend (see
     :class:`EmbeddedRouter`); a request context, when there is one, names the base."""
     app = app or current_app._get_current_object()
+    if local_app(app) is None:
+        # Nothing in process to route to: the caller's own transport is the faster path
+        # (the proxy calls urllib3's pool directly for unmounted URLs).
+        return {}
     return {"http://": _router(app, pool_maxsize=64)}
 
 
