@@ -542,19 +542,23 @@ class FalProxy:
         return None
 
     def _upstream_headers(self, config, hosts):
-        headers = {
-            name.lower(): value
-            for name, value in request.headers.items()
-            if name.lower().startswith("x-fal-") and name.lower() not in _NOT_FORWARDED_FAL
-        }
-        headers["user-agent"] = request.headers.get("User-Agent") or PROXY_ID
-        headers["accept"] = request.headers.get("Accept") or "application/json"
-        headers["content-type"] = request.headers.get("Content-Type") or "application/json"
+        # Straight from the WSGI environ, as request.headers reads them, without building
+        # and title-casing every header's name on the way.
+        environ = request.environ
+        headers = {}
+        for key, value in environ.items():
+            if key.startswith("HTTP_X_FAL_"):
+                name = key[5:].replace("_", "-").lower()
+                if name not in _NOT_FORWARDED_FAL:
+                    headers[name] = value
+        headers["user-agent"] = environ.get("HTTP_USER_AGENT") or PROXY_ID
+        headers["accept"] = environ.get("HTTP_ACCEPT") or "application/json"
+        headers["content-type"] = environ.get("CONTENT_TYPE") or "application/json"
         # Decoding gzip here only to drop Content-Encoding costs CPU and delays SSE events.
         headers["accept-encoding"] = "identity"
         headers[CLIENT_PROXY_HEADER] = PROXY_ID
 
-        client_auth = request.headers.get("Authorization")
+        client_auth = environ.get("HTTP_AUTHORIZATION")
         key = credentials_from(config) or credentials_from(os.environ)
         if config["FAL_PROXY_FORWARD_CLIENT_AUTHORIZATION"] and client_auth:
             headers["authorization"] = client_auth
