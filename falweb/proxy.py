@@ -668,9 +668,13 @@ class FalProxy:
                     for prefix, custom in mounted.items():
                         session.mount(prefix, custom)
                     self._mounted = tuple(mounted)
-                    # The pool the session's adapter would use, called directly. Nothing from
-                    # the environment here either, and no cookies are ever kept.
-                    self._pool = urllib3.PoolManager(num_pools=8, maxsize=64, block=False)
+                    # The pool the session's adapter would use, called directly, verifying
+                    # TLS against the same CA bundle as requests (certifi's, not the system's,
+                    # which a slim container may lack). Nothing from the environment here
+                    # either, and no cookies are ever kept.
+                    self._pool = urllib3.PoolManager(
+                        num_pools=8, maxsize=64, block=False, cert_reqs="CERT_REQUIRED",
+                        ca_certs=requests.certs.where())
                     self._session = session
         return self._session
 

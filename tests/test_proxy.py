@@ -547,6 +547,67 @@ def test_upstream_unreachable_is_502():
     assert "127.0.0.1" not in body["detail"]
 
 
+def _self_signed(folder):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_an_https_upstream_with_an_untrusted_certificate_is_502(tmp_path):
+    # The proxy's own transport verifies TLS as requests does: a forged upstream (here,
+    # self-signed) never sees the key.
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    received = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                received.append(tls.recv(65536))
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except (ssl.SSLError, OSError):
+            pass  # the proxy hung up during the handshake, as it must
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with ServerThread(make_app(f"https://127.0.0.1:{port}")) as server:
+            error_of(call(server, "https://fal.run/fal-ai/a", json={}), 502)
+        thread.join(10)
+    finally:
+        listener.close()
+    assert received == []
+
+
 def test_upstream_timeout_is_504(upstream):
     app = make_app(upstream.url, FAL_PROXY_TIMEOUT=(2.0, 0.3))
     with ServerThread(app) as server:
