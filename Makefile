@@ -36,11 +36,13 @@ test-diffusers: $(VENV)/.test-deps
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 
+# Each prints its goals' figures with the ratio to a baseline measured in the same run.
 bench: $(VENV)/.test-deps
 	bash scripts/test-setup.sh
+	$(BIN)/python bench/proxy.py
 	$(BIN)/python bench/local_queue.py
 	$(BIN)/python bench/scale.py
-	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/page_weight.py
 	$(BIN)/python bench/apps.py
 

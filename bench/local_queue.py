@@ -1,145 +1,171 @@
-"""Benchmark of the local runtime's queue, with a zero-delay preview engine.
+"""Benchmark of the local runtime and the request page under the README's deployment.
 
-Prints submit→COMPLETED latency (p50, p95) and jobs/s through the queue, status polls/s,
-and, as ratios, the same work against baselines measured in this run: a direct ``POST /run``
-(no queue) for latency, and ``GET /healthz`` (the HTTP floor of the server) for polls.
+The whole app (``wsgi:app``) runs under gunicorn with ``gunicorn.conf.py`` as it is, its
+embedded runtime at ``/local`` with a zero-delay preview engine; load comes from
+``bench/load.mjs``. Printed, each with the baseline it is measured against in this run:
 
-    .venv/bin/python bench/local_queue.py [--jobs 200] [--threads 8] [--seconds 3]
+- jobs/s submit→COMPLETED: ``--jobs`` queue submits from ``--connections`` clients, timed
+  until the last one is COMPLETED; against the same number of ``POST /local/run`` calls
+  (the same work with no queue);
+- status polls/s (``GET .../status?logs=1`` of a completed job) and the request page's
+  status partial (``GET /requests/<id>/status`` as htmx polls it, for a request that is
+  still queued: a second app whose runtime runs no jobs); against a small static file, the
+  floor of a request through the app.
+
+    .venv/bin/python bench/local_queue.py [--jobs 1000] [--connections 8] [--seconds 3]
 """
 
 import argparse
-import statistics
+import re
+import shutil
+import sqlite3
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
+from benchlib import cpu_seconds
+from benchlib import goal
+from benchlib import load
+from benchlib import start_gunicorn
+from benchlib import stop
+from benchlib import worker_pids
 
-from falweb.local import create_local_app
-from falweb.local import runtime_of
-from falweb.testing import ServerThread
-
-INPUT = {"prompt": "bench", "num_inference_steps": 1, "image_size": {"width": 64, "height": 64}}
-
-
-def percentile(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+ENDPOINT = "fal-ai/fast-sdxl"
+INPUT = '{"prompt": "bench", "num_inference_steps": 1, "image_size": {"width": 64, "height": 64}}'
+JSON = {"Content-Type": "application/json"}
+# The cheapest request through the app (a small static file): the floor of the others.
+FLOOR = "/static/favicon.svg"
 
 
-def hammer(url, seconds, threads):
-    """Requests/s of GET ``url`` from ``threads`` keep-alive sessions for ``seconds``."""
-    stop = time.monotonic() + seconds
-    counts = []
+def completed(folder):
+    db = sqlite3.connect(Path(folder) / "local" / "runtime.sqlite3", timeout=30)
+    try:
+        return db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'COMPLETED'").fetchone()[0]
+    finally:
+        db.close()
 
-    def loop():
-        n = 0
-        with requests.Session() as session:
-            while time.monotonic() < stop:
-                session.get(url, timeout=10)
-                n += 1
-        counts.append(n)
 
-    workers = [threading.Thread(target=loop) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return sum(counts) / seconds
+def jobs_per_second(base, folder, jobs, connections, pids):
+    """Submit ``jobs`` jobs from ``connections`` clients and wait until all are COMPLETED:
+    (jobs/s, submits answered/s, server CPU ms per job)."""
+    before = completed(folder)
+    cpu = cpu_seconds(pids)
+    started = time.perf_counter()
+    result = load(f"{base}/local/queue/{ENDPOINT}", connections, 600, JSON, warmup=0,
+                  method="POST", body=INPUT, count=jobs)
+    assert result["errors"] == 0 and result["requests"] == jobs, result
+    while completed(folder) < before + jobs:
+        time.sleep(0.002)
+    elapsed = time.perf_counter() - started
+    return jobs / elapsed, result["rps"], (cpu_seconds(pids) - cpu) / jobs * 1000
+
+
+def run_calls_per_second(base, jobs, connections, pids):
+    cpu = cpu_seconds(pids)
+    started = time.perf_counter()
+    result = load(f"{base}/local/run/{ENDPOINT}", connections, 600, JSON, warmup=0,
+                  method="POST", body=INPUT, count=jobs)
+    assert result["errors"] == 0, result
+    return jobs / (time.perf_counter() - started), (cpu_seconds(pids) - cpu) / jobs * 1000
+
+
+def submit_from_the_form(base):
+    """A request made on the pages, as a person makes it: (its id, the browser's Cookie
+    header, which its page's polls then carry)."""
+    with requests.Session() as session:
+        page = session.get(f"{base}/models/{ENDPOINT}", timeout=30).text
+        fields = dict(re.findall(r'name="(csrf_token|submission_token)" value="([^"]*)"', page))
+        answer = session.post(
+            f"{base}/models/{ENDPOINT}",
+            data={**fields, "prompt": "bench", "num_inference_steps": "1"},
+            allow_redirects=False, timeout=30,
+        )
+        assert answer.status_code == 303, (answer.status_code, answer.text[:2000])
+        cookie = "; ".join(f"{name}={value}" for name, value in session.cookies.items())
+        return answer.headers["Location"].rstrip("/").rsplit("/", 1)[-1], cookie
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
 
-    folder = tempfile.mkdtemp(prefix="falweb-bench-")
-    app = create_local_app({"FALWEB_INSTANCE_PATH": folder, "FALWEB_LOCAL_STEP_DELAY": 0.0,
-                            "FALWEB_LOCAL_WORKERS": args.workers})
-    runtime = runtime_of(app)
-    server = ServerThread(app)
-    base = server.url
+    folder = tempfile.mkdtemp(prefix="falweb-bench-queue-")
+    idle_folder = tempfile.mkdtemp(prefix="falweb-bench-pages-")
+    env = {"FALWEB_INSTANCE_PATH": folder, "FALWEB_LOCAL_STEP_DELAY": "0",
+           "FALWEB_LIMITS_ENABLED": "false"}
+    procs = []
     try:
-        with requests.Session() as session:  # warm up
-            session.post(f"{base}/run/fal-ai/fast-sdxl", json=INPUT, timeout=30)
+        proc, base = start_gunicorn("wsgi:app", env)
+        procs.append(proc)
+        pids = [proc.pid, *worker_pids(proc.pid)]
+        # Warm-up: every worker process imports, opens its databases, renders once.
+        load(f"{base}/local/queue/{ENDPOINT}", 8, 600, JSON, warmup=0, method="POST",
+             body=INPUT, count=50)
+        load(f"{base}/local/run/{ENDPOINT}", 8, 600, JSON, warmup=0, method="POST",
+             body=INPUT, count=50)
 
-        # Baseline: the same input run directly, no queue.
-        direct = []
-        with requests.Session() as session:
-            for _ in range(30):
-                t0 = time.perf_counter()
-                answer = session.post(f"{base}/run/fal-ai/fast-sdxl", json=INPUT, timeout=30)
-                answer.raise_for_status()
-                direct.append(time.perf_counter() - t0)
+        run_rate, run_cpu = run_calls_per_second(base, args.jobs, args.connections, pids)
+        jobs_rate, submit_rate, job_cpu = jobs_per_second(
+            base, folder, args.jobs, args.connections, pids)
+        done = requests.post(f"{base}/local/queue/{ENDPOINT}", data=INPUT, headers=JSON,
+                             timeout=30).json()
+        while requests.get(done["status_url"], timeout=30).status_code != 200:
+            time.sleep(0.01)
+        status_url = done["status_url"] + "?logs=1"
 
-        # Unloaded: one job at a time, so the latency is the queue's own overhead.
-        unloaded = []
-        with requests.Session() as session:
-            for _ in range(30):
-                rid = session.post(f"{base}/queue/fal-ai/fast-sdxl", json=INPUT,
-                                   timeout=30).json()["request_id"]
-                while runtime.queue.get(rid).status != "COMPLETED":
-                    time.sleep(0.001)
-                job = runtime.queue.get(rid)
-                unloaded.append(job.finished_at - job.created_at)
+        # A second app (its own folder) whose runtime runs nothing: its requests stay
+        # queued, so the request page keeps polling as it does while a job waits or runs.
+        idle, idle_base = start_gunicorn("wsgi:app", {
+            **env, "FALWEB_INSTANCE_PATH": idle_folder, "FALWEB_LOCAL_WORKERS": "0"})
+        procs.append(idle)
+        idle_pids = [idle.pid, *worker_pids(idle.pid)]
+        request_id, cookie = submit_from_the_form(idle_base)
+        partial_url = f"{idle_base}/requests/{request_id}/status"
+        htmx = {"HX-Request": "true", "Cookie": cookie}
 
-        # Loaded: submit from several threads, then wait for all to complete.
-        local = threading.local()
+        rounds = {"polls": [], "floor": [], "partial": [], "idle floor": []}
+        for _ in range(3):  # interleaved, so that the machine's noise falls on all alike
+            rounds["polls"].append(load(status_url, args.connections, args.seconds,
+                                        server_pids=pids, expect=[200]))
+            rounds["floor"].append(load(f"{base}{FLOOR}", args.connections, args.seconds,
+                                          server_pids=pids))
+            rounds["partial"].append(load(partial_url, args.connections, args.seconds, htmx,
+                                          server_pids=idle_pids))
+            rounds["idle floor"].append(load(f"{idle_base}{FLOOR}", args.connections,
+                                               args.seconds, server_pids=idle_pids))
+        for name, runs in rounds.items():
+            assert all(r["errors"] == 0 for r in runs), (name, runs)
 
-        def submit(_):
-            session = getattr(local, "session", None) or requests.Session()
-            local.session = session
-            answer = session.post(f"{base}/queue/fal-ai/fast-sdxl", json=INPUT, timeout=30)
-            answer.raise_for_status()
-            return answer.json()["request_id"]
-
-        started = time.perf_counter()
-        with ThreadPoolExecutor(args.threads) as pool:
-            ids = list(pool.map(submit, range(args.jobs)))
-        while runtime.queue.counts()["COMPLETED"] < args.jobs + len(unloaded):
-            time.sleep(0.005)
-        wall = time.perf_counter() - started
-        latencies = []
-        for rid in ids:
-            job = runtime.queue.get(rid)
-            latencies.append(job.finished_at - job.created_at)
-
-        # Status polls against healthz, each from the same number of threads.
-        status_url = f"{base}/queue/fal-ai/fast-sdxl/requests/{ids[-1]}/status?logs=1"
-        polls = hammer(status_url, args.seconds, args.threads)
-        floor = hammer(f"{base}/healthz", args.seconds, args.threads)
+        def best(name, key="rps"):
+            values = sorted(r[key] for r in rounds[name])
+            return values[len(values) // 2]
     finally:
-        server.shutdown()
-        runtime.close()
+        for proc in procs:
+            stop(proc)
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(idle_folder, ignore_errors=True)
 
-    p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
-    d50 = statistics.median(direct)
-    u50, u95 = percentile(unloaded, 50), percentile(unloaded, 95)
-    jobs_per_s = args.jobs / wall
-
-    def ms(seconds):
-        return f"{seconds * 1000:.1f} ms"
-
-    def vs_direct(seconds):
-        return f"{seconds / d50:.2f}× direct run p50 ({ms(d50)})"
-
-    rows = [
-        ("unloaded submit→COMPLETED p50", ms(u50), vs_direct(u50)),
-        ("unloaded submit→COMPLETED p95", ms(u95), vs_direct(u95)),
-        ("loaded: jobs", f"{args.jobs} from {args.threads} threads, {args.workers} workers", ""),
-        ("loaded submit→COMPLETED p50", ms(p50), vs_direct(p50)),
-        ("loaded submit→COMPLETED p95", ms(p95), vs_direct(p95)),
-        ("throughput", f"{jobs_per_s:.1f} jobs/s", f"{jobs_per_s * d50:.2f}× one direct caller"),
-        ("status polls", f"{polls:.0f} req/s",
-         f"{polls / floor:.2f}× GET /healthz ({floor:.0f} req/s)"),
-    ]
-    width = max(len(r[0]) for r in rows)
-    for name, value, ratio in rows:
-        print(f"{name:<{width}}  {value:<40} {ratio}")
+    polls, floor, partial, idle_floor = (best(n) for n in rounds)
+    floor_name = f"GET {FLOOR}"
+    print(f"\nlocal runtime and pages under gunicorn.conf.py; {args.connections} clients; "
+          f"req/s medians of 3 interleaved rounds of {args.seconds:g}s")
+    print(f"  (submits answered at {submit_rate:.0f} req/s; server CPU per job {job_cpu:.2f} ms,"
+          f" per /local/run call {run_cpu:.2f} ms; CPU µs per request: polls "
+          f"{best('polls', 'cpu_us'):.0f}, partial {best('partial', 'cpu_us'):.0f}, "
+          f"static file {best('floor', 'cpu_us'):.0f})")
+    print("\ngoals (against a baseline measured in this run):")
+    goal("jobs/s submit→COMPLETED", f"{jobs_rate:.0f} jobs/s",
+         f"{jobs_rate / run_rate:.2f}× POST /local/run", f"({run_rate:.0f} runs/s; goal ≥ 500)",
+         jobs_rate >= 500)
+    goal("status polls/s", f"{polls:.0f} req/s", f"{polls / floor:.2f}× {floor_name}",
+         f"({floor:.0f} req/s; goal ≥ 2,000)", polls >= 2000)
+    goal("request page status partial", f"{partial:.0f} req/s",
+         f"{partial / idle_floor:.2f}× {floor_name}", f"({idle_floor:.0f} req/s; goal ≥ 1,000)",
+         partial >= 1000)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,6 @@ import secrets
 import sys
 from importlib import metadata
 
-from flask import Flask
-
 from falweb import config as settings
 
 try:
@@ -58,6 +56,10 @@ def create_app(test_config=None):
     Config layers, lowest first: :data:`falweb.config.DEFAULTS`, ``instance/config.py``,
     ``FALWEB_*`` / ``FAL_KEY*`` environment, ``test_config``.
     """
+    # Flask is imported here, not at the top: `import falweb.client` (no Flask in it) pays
+    # for the package's __init__ too, and Flask was half of that import's time.
+    from flask import Flask
+
     from falweb.proxy import DEFAULTS as PROXY_DEFAULTS
 
     test_config = dict(test_config or {})

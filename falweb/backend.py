@@ -80,7 +80,11 @@ class _Guarded:
         from falweb import auth
         from falweb import limits
 
-        with self.app.request_context(dict(environ)):
+        context = self.app.request_context(dict(environ))
+        # The runtime's paths are none of the app's routes: matching them against the app's
+        # URL map (a NotFound built and kept, each call) would be wasted.
+        context.url_adapter = None
+        with context:
             g.auth_mode = auth.mode_of()
             g.user = auth.identify(mode=g.auth_mode)
             if g.user is None:
@@ -194,6 +198,10 @@ def mounts(app=None):
     """``{prefix: adapter}`` for a session that calls this app's backend (see
     :class:`EmbeddedRouter`); a request context, when there is one, names the base."""
     app = app or current_app._get_current_object()
+    if local_app(app) is None:
+        # Nothing in process to route to: the caller's own transport is the faster path
+        # (the proxy calls urllib3's pool directly for unmounted URLs).
+        return {}
     return {"http://": _router(app, pool_maxsize=64)}
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 import time
 
 from flask import current_app
@@ -113,16 +114,50 @@ def open_db(app=None):
     return connect(db_path(app))
 
 
+# Each thread keeps its SQLite connection between requests: opening one (a file open and a
+# read of its journal mode) was about half of a polled status partial's CPU in process.
+_held = threading.local()
+# Connections a forked child inherited: never used there, and never closed there either
+# (closing would release the parent's locks on the file); kept so that nothing closes them.
+_inherited = []
+
+
+def _thread_db(path):
+    key = (os.getpid(), path)
+    held = getattr(_held, "db", None)
+    if held is not None:
+        if held[0] == key:
+            return held[1]
+        if held[0][0] == key[0]:
+            held[1].close()  # this thread moved to another file (tests: another app)
+        else:
+            _inherited.append(held[1])
+    db = connect(path)
+    _held.db = (key, db)
+    return db
+
+
 def get_db():
-    """The request's connection, opened on first use and closed at teardown."""
+    """The request's connection: PostgreSQL's (back to its thread's pool at teardown), or
+    this thread's own SQLite connection, kept open between requests."""
     if "history_db" not in g:
-        g.history_db = open_db()
+        if history_sql.database(current_app) is not None:
+            g.history_db = open_db()
+        else:
+            g.history_db = _thread_db(db_path())
     return g.history_db
 
 
 def close_db(e=None):
     db = g.pop("history_db", None)
-    if db is not None:
+    if db is None:
+        return
+    if isinstance(db, sqlite3.Connection):
+        # Kept for the thread's next request; what a failed request left uncommitted is
+        # dropped, as closing it did.
+        if db.in_transaction:
+            db.rollback()
+    else:
         db.close()
 
 

@@ -9,10 +9,12 @@ Login guessing is throttled per user name and per client address: after
 ``LOCKOUT_SECONDS``, doubled for each further failure.
 """
 
+import functools
 import hashlib
 import os
 import secrets
 import sqlite3
+import threading
 import time
 
 from werkzeug.security import check_password_hash
@@ -66,22 +68,35 @@ class UserError(ValueError):
     """A user name or password that cannot be used; the message says why."""
 
 
+_inherited = []
+
+
 class Users:
-    """The store at ``instance_path/users.sqlite``; one short connection per call, so it is
-    safe from any thread and any gunicorn worker."""
+    """The store at ``instance_path/users.sqlite``; one short transaction per call on the
+    calling thread's own connection, so it is safe from any thread and any gunicorn worker."""
 
     def __init__(self, instance_path):
         self.path = os.path.join(instance_path, DB_NAME)
         self._any = None
+        # Each thread keeps one connection (opened in this process): opening one per call
+        # cost more than the query, and the proxy asks for a request's owner at every poll.
+        self._local = threading.local()
         with self._connect() as db:
             db.executescript(SCHEMA)
 
     def _connect(self):
-        db = sqlite3.connect(self.path, timeout=10)
-        db.row_factory = sqlite3.Row
-        enable_wal(db)
-        db.execute("PRAGMA foreign_keys=ON")
-        return _Closing(db)
+        held = getattr(self._local, "db", None)
+        if held is None or held[0] != os.getpid():
+            if held is not None:
+                # Inherited across a fork: never used nor closed here (closing would drop
+                # the parent's locks on the file), so kept from the garbage collector.
+                _inherited.append(held[1])
+            db = sqlite3.connect(self.path, timeout=10)
+            db.row_factory = sqlite3.Row
+            enable_wal(db)
+            db.execute("PRAGMA foreign_keys=ON")
+            held = self._local.db = (os.getpid(), db)
+        return _Transaction(held[1])
 
     # -- users ------------------------------------------------------------------------------
 
@@ -130,11 +145,13 @@ class Users:
 
     def check_password(self, name, password):
         """The user when ``password`` is theirs, else None (the same work either way)."""
+        # First, for every name: the one-time cost of making it is paid alike by all.
+        dummy = _dummy_hash()
         with self._connect() as db:
             row = db.execute("SELECT name, password_hash, admin FROM user WHERE name = ?",
                              (name,)).fetchone()
         # Hash even for an unknown name, so timing does not tell which names exist.
-        stored = row["password_hash"] if row else _DUMMY_HASH
+        stored = row["password_hash"] if row else dummy
         if check_password_hash(stored, password or "") and row is not None:
             return {"name": row["name"], "admin": bool(row["admin"])}
         return None
@@ -240,8 +257,8 @@ class Users:
         return {"login_failures": failures, "proxy_requests": requests}
 
 
-class _Closing:
-    """``with`` a connection: commit (or roll back) and close."""
+class _Transaction:
+    """``with`` a connection: commit, or roll back on an error; the connection stays open."""
 
     def __init__(self, db):
         self.db = db
@@ -250,13 +267,10 @@ class _Closing:
         return self.db
 
     def __exit__(self, exc_type, *exc):
-        try:
-            if exc_type is None:
-                self.db.commit()
-            else:
-                self.db.rollback()
-        finally:
-            self.db.close()
+        if exc_type is None:
+            self.db.commit()
+        else:
+            self.db.rollback()
 
 
 def check_name(name):
@@ -268,4 +282,7 @@ def _digest(token):
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-_DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
+@functools.cache
+def _dummy_hash():
+    # Made at the first login, not at import: a scrypt hash was 0.15 s of every start.
+    return generate_password_hash(secrets.token_hex(16))

@@ -6,6 +6,7 @@ that must never happen. The official JS clients against the real local runtime a
 ``test_proxy_js.py``.
 """
 
+import gzip
 import http.client
 import json
 import os
@@ -80,6 +81,9 @@ class Recorder:
             return "", 200, {"X-Echo": request.headers.get("Authorization", "")}
         if path == "/run/fal-ai/binary":
             return Response(bytes(range(256)) * 4, content_type="image/png")
+        if path == "/run/fal-ai/gzip":
+            body = gzip.compress(b"decoded on the way" * 100)
+            return Response(body, headers={"Content-Encoding": "gzip"}, content_type="text/plain")
         if path == "/run/fal-ai/no-content-type":
             response = Response(b"raw")
             del response.headers["Content-Type"]
@@ -374,7 +378,7 @@ def test_headers_named_by_connection_are_hop_by_hop():
         ("Vary", "b"),
     ]:
         raw.add(name, value)
-    kept = _relay_headers(SimpleNamespace(raw=SimpleNamespace(headers=raw)), Hosts(), [])
+    kept = _relay_headers(SimpleNamespace(headers=raw), Hosts(), [])
     assert kept == [("x-fal-request-id", "r"), ("Vary", "a"), ("Vary", "b")]
 
 
@@ -392,6 +396,38 @@ def test_relays_binary_and_missing_content_type(proxy_server):
     response = call(proxy_server, "https://fal.run/fal-ai/no-content-type", method="GET")
     assert response.content == b"raw"
     assert "content-type" not in response.headers
+
+
+def _raw_get(server, target, method="GET"):
+    # http.client shows the framing that requests hides: Content-Length or chunked.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, ROUTE, headers={TARGET: target, "Accept-Encoding": "gzip"})
+        response = conn.getresponse()
+        return response, response.read()
+    finally:
+        conn.close()
+
+
+def test_a_body_passed_on_unchanged_keeps_its_length_and_is_not_chunked(proxy_server):
+    response, body = _raw_get(proxy_server, "https://fal.run/fal-ai/binary")
+    assert body == bytes(range(256)) * 4
+    assert response.getheader("Content-Length") == str(len(body))
+    assert response.getheader("Transfer-Encoding") is None
+
+
+def test_an_encoded_answer_is_decoded_and_its_length_dropped(proxy_server):
+    response, body = _raw_get(proxy_server, "https://fal.run/fal-ai/gzip")
+    assert body == b"decoded on the way" * 100
+    assert response.getheader("Content-Encoding") is None
+    assert response.getheader("Content-Length") in (None, str(len(body)))
+
+
+def test_a_head_answer_keeps_the_length_without_a_body(proxy_server):
+    response, body = _raw_get(proxy_server, "https://fal.run/fal-ai/binary", method="HEAD")
+    assert response.status == 200
+    assert body == b""
+    assert response.getheader("Content-Length") == str(256 * 4)
 
 
 def test_head_request(upstream, proxy_server):
@@ -509,6 +545,67 @@ def test_upstream_unreachable_is_502():
     with ServerThread(app) as server:
         body = error_of(call(server, "https://fal.run/fal-ai/a"), 502)
     assert "127.0.0.1" not in body["detail"]
+
+
+def _self_signed(folder):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_an_https_upstream_with_an_untrusted_certificate_is_502(tmp_path):
+    # The proxy's own transport verifies TLS as requests does: a forged upstream (here,
+    # self-signed) never sees the key.
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    received = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                received.append(tls.recv(65536))
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except (ssl.SSLError, OSError):
+            pass  # the proxy hung up during the handshake, as it must
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with ServerThread(make_app(f"https://127.0.0.1:{port}")) as server:
+            error_of(call(server, "https://fal.run/fal-ai/a", json={}), 502)
+        thread.join(10)
+    finally:
+        listener.close()
+    assert received == []
 
 
 def test_upstream_timeout_is_504(upstream):

@@ -124,16 +124,23 @@ def host_allowed(host, environ, allowed=()):
     return False
 
 
+_HOST_CHECKED = "falweb.local.host_checked"
+
+
 def check_host():
     """400 ``unknown host`` unless :func:`host_allowed` accepts this request's ``Host``:
     a forged one would otherwise reach status, result and file URLs handed to callers."""
+    environ = request.environ
+    if environ.get(_HOST_CHECKED):
+        return  # once a request: before every view, then again for each URL built
     allowed = current_app.config.get("FALWEB_LOCAL_ALLOWED_HOSTS") or []
     if isinstance(allowed, str):
         allowed = [allowed]
-    if not host_allowed(request.host, request.environ, allowed):
+    if not host_allowed(request.host, environ, allowed):
         raise errors.detail(400, f"Unknown host {request.host!r}: this runtime answers at its "
                                  "own address or a name in FALWEB_LOCAL_ALLOWED_HOSTS (or set "
                                  "FALWEB_LOCAL_PUBLIC_URL)")
+    environ[_HOST_CHECKED] = True
 
 
 def find_endpoint(endpoint_id):

@@ -9,6 +9,7 @@ interfaces can exercise their NSFW handling offline.
 """
 
 import colorsys
+import functools
 import hashlib
 import random
 import textwrap
@@ -62,18 +63,36 @@ def render(prompt, seed, width, height, index=0, init_image=None, strength=1.0):
     return image
 
 
+@functools.lru_cache(maxsize=32)
+def _font(size):
+    return ImageFont.load_default(size=size)
+
+
+@functools.lru_cache(maxsize=32)
+def _label(width, size):
+    # The label is the same on every image of a width: drawn once (text is most of the cost
+    # of a small image), then pasted with its own alpha as the mask.
+    line_height = size + 4
+    layer = Image.new("RGBA", (width, line_height), (255, 255, 255, 0))
+    ImageDraw.Draw(layer).text((size // 2, 0), LABEL, fill=(255, 255, 255, 235),
+                               font=_font(size))
+    return layer
+
+
 def _caption(image, prompt, unit):
     draw = ImageDraw.Draw(image, "RGBA")
     size = max(10, unit // 28)
-    font = ImageFont.load_default(size=size)
+    font = _font(size)
     width, height = image.size
-    lines = [LABEL] + textwrap.wrap(prompt, max(16, int(width / (size * 0.55))))[:3]
+    lines = textwrap.wrap(prompt, max(16, int(width / (size * 0.55))))[:3]
     pad = size // 2
-    box_height = pad * 2 + len(lines) * (size + 4)
+    box_height = pad * 2 + (len(lines) + 1) * (size + 4)
+    top = height - box_height + pad
     draw.rectangle((0, height - box_height, width, height), fill=(0, 0, 0, 150))
-    for i, line in enumerate(lines):
-        draw.text((pad, height - box_height + pad + i * (size + 4)), line,
-                  fill=(255, 255, 255, 235), font=font)
+    label = _label(width, size)
+    image.paste(label, (0, top), label)
+    for i, line in enumerate(lines, start=1):
+        draw.text((pad, top + i * (size + 4)), line, fill=(255, 255, 255, 235), font=font)
 
 
 class PreviewEngine:
