@@ -114,9 +114,11 @@ def test_failed_request_is_recorded_as_failed(no_dns, app, live_server):
                          params={"fal_webhook": own_webhook_url(app)},
                          json={"prompt": "x", "image_url": "https://no-such-host.invalid/x.png",
                                "num_inference_steps": 1}, timeout=10).json()
-    with app.app_context():
-        history.add(body["request_id"], "fal-ai/fast-sdxl/image-to-image", {"prompt": "x"},
-                    "local")
+    # As the pages record a request: a webhook that came first (the job fails at once) is
+    # held until the row exists, and applied by this call.
+    with app.app_context(), backend.client(app) as client:
+        history_sync.add(client, body["request_id"], "fal-ai/fast-sdxl/image-to-image",
+                         {"prompt": "x"}, backend="local")
     row = wait_row(app, body["request_id"])
     assert row["status"] == "FAILED"
     # The webhook or the app's own reconciling poll may get there first; both name the field.
