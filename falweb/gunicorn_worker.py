@@ -51,38 +51,45 @@ class HeaderDeadlineWorker(ThreadWorker):
 
     def enqueue_req(self, conn):
         held = conn.parser.unreader.buf.getvalue() if conn.parser is not None else b""
-        if (not self._buffers_heads() or getattr(conn, "head_ready", False)
-                or held or not self.alive):
+        if not self._buffers_heads() or held or not self.alive:
             # Bytes read ahead into the next request (pipelining) are already here:
             # gunicorn's own path answers them.
-            conn.head_ready = False
             return super().enqueue_req(conn)
         conn.head = bytearray()
         conn.head_deadline = time.monotonic() + self.header_timeout
         conn.sock.setblocking(False)
+        # Most clients send the whole head at once: read it now, without a poller round.
+        if self._read_head(conn, registered=False):
+            return
         self.reading_heads.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ,
                              partial(self._on_head_bytes, conn))
 
     def _on_head_bytes(self, conn, client):
+        self._read_head(conn, registered=True)
+
+    def _read_head(self, conn, registered):
+        """Read what has arrived of ``conn``'s head; True once the connection is handed on
+        (to a thread with its head complete, or closed), False while more is awaited."""
         try:
             data = conn.sock.recv(MAX_HEAD)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:  # the client went away before its request was complete
             self._drop(conn)
-            return
+            return True
         conn.head += data
         # Only the tail can complete the blank line: search from just before the new bytes.
         start = max(0, len(conn.head) - len(data) - len(HEADER_END) + 1)
         if conn.head.find(HEADER_END, start) < 0 and len(conn.head) < MAX_HEAD:
-            return
-        self._forget(conn)
+            return False
+        if registered:
+            self._forget(conn)
         conn.data_ready = True
-        conn.head_ready = True
         super().enqueue_req(conn)
+        return True
 
     def handle(self, conn):
         head = getattr(conn, "head", None)

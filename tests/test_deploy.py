@@ -191,6 +191,19 @@ def test_clients_trickling_headers_hold_no_thread(tmp_path):
                     sock.sendall(piece)
                     time.sleep(0.2)
                 assert sock.recv(100).startswith(b"HTTP/1.1 200")
+            # So is the next request of a kept-alive connection: answered, then trickled
+            # (a deadline per request, not only per connection).
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                first = b""
+                while b"\r\n\r\n" not in first:
+                    first += sock.recv(4096)
+                length = int(re.search(rb"(?i)content-length: (\d+)", first)[1])
+                while len(first.split(b"\r\n\r\n", 1)[1]) < length:
+                    first += sock.recv(4096)
+                assert first.startswith(b"HTTP/1.1 200")
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                assert sock.recv(100).startswith(b"HTTP/1.1 408")  # after 3 s
             # Past the deadline the slow ones are answered 408 and closed.
             wait_until(lambda: len(answers) == 20, timeout=15, interval=0.1)
         finally:
