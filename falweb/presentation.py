@@ -104,9 +104,12 @@ def status_context(row, poll_error=None):
     done = row["status"] in history.TERMINAL
     result = row.get("result") or {}
     logs = row["logs"] if done else row["logs"][-RUNNING_LOG_LINES:]
+    endpoint = get_endpoint(row["endpoint_id"])
     return {
         "row": row,
-        "endpoint": get_endpoint(row["endpoint_id"]),
+        "endpoint": endpoint,
+        # "Re-run with a new seed" only where there is a seed to draw (not for an LLM, say).
+        "takes_seed": endpoint is None or "seed" in endpoint.input_schema._declared_fields,
         "done": done,
         "elapsed": (row.get("finished") or time.time()) - row["created"],
         "logs": logs,

@@ -661,3 +661,13 @@ def test_random_form_data_never_500(
         f"/models/{endpoint_id}", data=data, headers=HX if htmx_request else {}
     )
     assert response.status_code in (204, 303, 422), response.text[:500]
+
+
+def test_re_run_with_a_new_seed_only_where_there_is_a_seed(app, client):
+    add_row(app, "with-seed", result={"images": []})
+    with app.app_context():
+        history.add("no-seed", "openrouter/router", {"prompt": "hi"}, backend="local",
+                    status="COMPLETED")
+    assert "Re-run with a new seed" in client.get("/requests/with-seed").text
+    page = client.get("/requests/no-seed").text
+    assert "Re-run with a new seed" not in page and ">Re-run</button>" in page
