@@ -74,6 +74,12 @@ def submit(endpoint_id):
     endpoint = find_endpoint(endpoint_id)
     input = validated_input(endpoint, json_body())
     check_input_files(endpoint, input)
+    return enqueue(endpoint_id, input)
+
+
+def enqueue(endpoint_id, input):
+    """Queue ``input`` for ``endpoint_id`` with the request's webhook, priority, kept headers
+    and start timeout; the submit answer (the runtime's engines and hosted apps alike)."""
     rt = runtime()
     webhook = request.args.get("fal_webhook")
     trusted = False

@@ -84,40 +84,12 @@ def init_app(app, apps):
 
 def submit(endpoint_id):
     """As the queue's own submit, with the input checked by the app when it runs."""
-    from falweb.local.delivery import WebhookRefused
-    from falweb.local.http import app_base
-    from falweb.local.queue import IN_QUEUE
-    from falweb.local.queue import PRIORITIES
-    from falweb.local.queue_api import KEPT_HEADERS
-    from falweb.local.queue_api import _start_timeout
-    from falweb.local.queue_api import urls
+    from falweb.local.queue_api import enqueue
 
     input = json_body()
     if not isinstance(input, dict):
         raise errors.body_error("Input must be a JSON object", "type_error.dict")
-    rt = runtime()
-    webhook = request.args.get("fal_webhook")
-    trusted = False
-    if webhook is not None:
-        try:
-            trusted = rt.webhooks.check(webhook)
-        except WebhookRefused as exc:
-            raise errors.validation([{"loc": ["query", "fal_webhook"], "msg": str(exc),
-                                      "type": "value_error.url"}]) from None
-    priority = request.headers.get("x-fal-queue-priority", "normal").strip().lower()
-    if priority not in PRIORITIES:
-        raise errors.validation([{"loc": ["header", "x-fal-queue-priority"],
-                                  "msg": "must be 'normal' or 'low'", "type": "value_error"}])
-    headers = {k: request.headers[k] for k in KEPT_HEADERS if k in request.headers}
-    job = rt.queue.submit(endpoint_id.strip("/"), app_base(endpoint_id), input, base_url(),
-                          priority=priority, webhook_url=webhook, webhook_trusted=trusted,
-                          headers=headers, start_timeout=_start_timeout())
-    rt.wake()
-    body = {"status": IN_QUEUE, "request_id": job.request_id, **urls(job),
-            "queue_position": rt.queue.queue_position(job)}
-    if webhook:
-        body["gateway_request_id"] = job.request_id
-    return jsonify(body), 200, {"x-fal-request-id": job.request_id}
+    return enqueue(endpoint_id, input)
 
 
 def _forwarded_body():
