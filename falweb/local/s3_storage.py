@@ -72,12 +72,8 @@ class S3Storage(Storage):
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
         size = 0
         try:
-            for chunk in chunks:
+            for chunk in self._limited(chunks, room):
                 size += len(chunk)
-                if size > self.max_bytes:
-                    raise TooLarge(f"File larger than the {self.max_bytes} bytes allowed")
-                if room is not None and size > room:
-                    raise self._full()
                 spool.write(chunk)
         except BaseException:
             spool.close()

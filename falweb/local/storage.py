@@ -172,18 +172,26 @@ class Storage:
         digest = hashlib.md5(usedforsecurity=False)
         try:
             with open(tmp, "wb") as out:
-                for chunk in chunks:
+                for chunk in self._limited(chunks, room):
                     size += len(chunk)
-                    if size > self.max_bytes:
-                        raise TooLarge(f"File larger than the {self.max_bytes} bytes allowed")
-                    if room is not None and size > room:
-                        raise self._full()
                     digest.update(chunk)
                     out.write(chunk)
         except BaseException:
             _remove(tmp)
             raise
         return tmp, size, digest.hexdigest()
+
+    def _limited(self, chunks, room):
+        """``chunks`` as they come, refused (:class:`TooLarge`, or full storage) once they
+        add up to more than one file may hold or than ``room`` (None: no cap) left."""
+        size = 0
+        for chunk in chunks:
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise TooLarge(f"File larger than the {self.max_bytes} bytes allowed")
+            if room is not None and size > room:
+                raise self._full()
+            yield chunk
 
     def _commit(self, file_id, tmp, final, update):
         """Move ``tmp`` to ``final`` and run ``update(conn, new_row_size)`` in one
