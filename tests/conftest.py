@@ -9,6 +9,7 @@ from falweb import backend
 from falweb import create_app
 from falweb.testing import ServerThread
 from falweb.testing import serve_local_runtime
+from tests import browser as chromium
 
 # Keys a test uses to prove the key never leaks; nothing real.
 TEST_FAL_KEY = "test-key-id:test-key-secret-0123456789abcdef"
@@ -170,3 +171,15 @@ def backend_config(request, local_config, monkeypatch):
     return local_config | {"FALWEB_DATABASE_URL": fresh_database(cluster),
                            "FALWEB_STORAGE_URL": f"s3://{s3.bucket()}/runtime",
                            "FALWEB_S3_ENDPOINT_URL": s3.endpoint}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, one per test module (skips, saying why, when it is missing)."""
+    reason = chromium.missing_reason()
+    if reason:
+        print(f"skipping browser tests: {reason}")
+        pytest.skip(reason)
+    instance = chromium.Browser()
+    yield instance
+    instance.quit()

@@ -18,17 +18,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REQUEST_URL = re.compile(r"/requests/(?P<request_id>[0-9a-zA-Z-]+)$")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    reason = chromium.missing_reason()
-    if reason:
-        print(f"skipping browser tests: {reason}")
-        pytest.skip(reason)
-    instance = chromium.Browser()
-    yield instance
-    instance.quit()
-
-
 @pytest.fixture(autouse=True)
 def meets_the_csp(request):
     """After each test here (and in the modules that import this fixture): the pages it

@@ -11,7 +11,6 @@ import pytest
 
 from falweb.testing import wait_until
 from tests import browser as chromium
-from tests.test_browser import browser  # noqa: F401 -- the shared Chromium fixture
 from tests.test_browser import css
 from tests.test_browser import css_all
 from tests.test_browser import fill

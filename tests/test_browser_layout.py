@@ -8,7 +8,6 @@ app's layout; the live page says plainly when it cannot work. Screenshots go to
 
 import pytest
 
-from tests.test_browser import browser  # noqa: F401 -- the shared Chromium fixture
 from tests.test_browser import css
 from tests.test_browser import css_all
 from tests.test_browser import fill

@@ -5,7 +5,6 @@ import os
 import pytest
 
 from tests import browser as chromium
-from tests.test_browser import browser  # noqa: F401 -- the shared Chromium fixture
 from tests.test_browser import css
 from tests.test_browser import meets_the_csp  # noqa: F401 -- checks the CSP after each test
 from tests.test_browser import server  # noqa: F401 -- the app on a real port

@@ -6,7 +6,6 @@ import pytest
 
 from falweb.openapi.documents import BUILTIN
 from falweb.testing import serve_app
-from tests import browser as chromium
 from tests.test_browser import css
 from tests.test_browser import css_all
 from tests.test_browser import fill
@@ -18,16 +17,6 @@ from tests.test_browser import wait_for_request_page
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TEN = sorted(BUILTIN.endpoint_ids())
-
-
-@pytest.fixture(scope="module")
-def browser():
-    reason = chromium.missing_reason()
-    if reason:
-        pytest.skip(reason)
-    instance = chromium.Browser()
-    yield instance
-    instance.quit()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from falweb.testing import serve_app
-from tests import browser as chromium
 from tests.test_browser import css
 from tests.test_browser import css_all
 from tests.test_browser import fill
@@ -24,16 +23,6 @@ def server(tmp_path):
     with serve_app({"TESTING": True, "FALWEB_BACKEND": "local", "FALWEB_LOCAL_STEP_DELAY": 0.0,
                     "FALWEB_INSTANCE_PATH": str(tmp_path)}) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser():
-    reason = chromium.missing_reason()
-    if reason:
-        pytest.skip(reason)
-    instance = chromium.Browser()
-    yield instance
-    instance.quit()
 
 
 def box(driver, selector):
