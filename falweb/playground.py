@@ -22,6 +22,7 @@ from flask import request
 from falweb import history
 from falweb import htmx
 from falweb.presentation import form_context
+from falweb.presentation import shorten
 from falweb.presentation import status_context
 
 #: Longer strings in an input (data URIs of inline images) are left out of the snippets.
@@ -76,13 +77,8 @@ def result_pane(request_id):
 
 
 def _shortened(value):
-    if isinstance(value, str) and len(value) > SNIPPET_STRING_LIMIT:
-        return f"<{len(value)} characters left out: pass the file or its URL>"
-    if isinstance(value, dict):
-        return {key: _shortened(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_shortened(item) for item in value]
-    return value
+    return shorten(value, SNIPPET_STRING_LIMIT,
+                   lambda text: f"<{len(text)} characters left out: pass the file or its URL>")
 
 
 def python_literal(value, indent=""):

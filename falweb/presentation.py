@@ -88,14 +88,15 @@ def timestamp(epoch):
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
-def shorten(value):
-    """``value`` with long strings cut, for the raw output view."""
-    if isinstance(value, str) and len(value) > RAW_STRING_LIMIT:
-        return f"{value[:60]}… ({len(value)} characters)"
+def shorten(value, limit=RAW_STRING_LIMIT, cut=None):
+    """``value`` with each string longer than ``limit`` replaced by ``cut(string)`` (by
+    default its start and length: the raw output view), in dicts and lists at any depth."""
+    if isinstance(value, str) and len(value) > limit:
+        return cut(value) if cut else f"{value[:60]}… ({len(value)} characters)"
     if isinstance(value, dict):
-        return {key: shorten(item) for key, item in value.items()}
+        return {key: shorten(item, limit, cut) for key, item in value.items()}
     if isinstance(value, list):
-        return [shorten(item) for item in value]
+        return [shorten(item, limit, cut) for item in value]
     return value
 
 
