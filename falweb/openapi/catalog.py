@@ -13,8 +13,8 @@ from falweb.openapi.documents import add_directory
 from falweb.openapi.documents import register_source
 from falweb.openapi.hosted import HostedAppDocuments
 
-# Seconds to wait for a runtime elsewhere to list its apps' documents.
-HOSTED_TIMEOUT = 5
+# Seconds to wait for a runtime elsewhere to list its apps' documents (a page waits too).
+HOSTED_TIMEOUT = 2
 
 
 def init_app(app):

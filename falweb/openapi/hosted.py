@@ -7,7 +7,8 @@ each endpoint gets the form, schema and outputs of its own route.
 
 Documents come from a function returning ``{app_id: document}`` (the embedded runtime's
 ``apps.openapi_documents``, or the runtime's ``GET /apps`` over HTTP), asked at most once per
-``ttl`` seconds: every page that looks for a document would otherwise call every app.
+``ttl`` seconds (every page that looks for a document would otherwise call every app), and
+after a failure not before ``retry_after``.
 """
 
 import copy
@@ -37,9 +38,12 @@ def endpoint_document(document, app_id, path):
 class HostedAppDocuments:
     """A document source (see :mod:`falweb.openapi.documents`) over a runtime's hosted apps."""
 
-    def __init__(self, fetch, ttl=5.0):
+    def __init__(self, fetch, ttl=5.0, retry_after=30.0):
         self._fetch = fetch
         self._ttl = ttl
+        # A runtime that did not answer is asked again only after this: a page looking
+        # for a document must not wait on it every few seconds.
+        self._retry_after = retry_after
         self._lock = threading.Lock()
         self._by_endpoint = {}
         self._until = 0.0
@@ -47,11 +51,12 @@ class HostedAppDocuments:
     def _documents(self):
         with self._lock:
             if time.monotonic() >= self._until:
-                by_endpoint = {}
                 try:
                     apps = self._fetch() or {}
-                except Exception:  # noqa: BLE001 - a runtime going away hides its apps only
-                    apps = {}
+                except Exception:  # noqa: BLE001 - keep what it said last, ask again later
+                    self._until = time.monotonic() + self._retry_after
+                    return self._by_endpoint
+                by_endpoint = {}
                 for app_id, document in apps.items():
                     for path in _routes(document):
                         endpoint_id, part = endpoint_document(document, app_id, path)

@@ -108,7 +108,7 @@ def get_endpoint(endpoint_id):
 def documented_endpoint(endpoint_id):
     """The endpoint built from ``endpoint_id``'s document, or ``None`` (no document, or one
     that describes no usable endpoint: logged, never raised)."""
-    # Imported here: falweb.openapi builds on this module's Endpoint.
+    # Imported here: falweb.openapi's modules load falweb.schemas, which loads this module.
     from falweb.openapi import find_document
     from falweb.openapi.endpoints import CACHE
     from falweb.schemas.from_json_schema import SchemaError
