@@ -153,6 +153,24 @@ def test_live_sessions_do_not_starve_short_requests(gunicorn):
             ws.close()
 
 
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def _answer(sock):
+    """The head of one whole response read from ``sock`` (its Content-Length body read too,
+    so that the connection is ready for the next request)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)content-length: (\d+)", head)[1])
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head
+
+
 def _trickle(url, stop, answers):
     """A slowloris client: a request head sent a byte every 0.2 s, never finished."""
     host, port = url.removeprefix("http://").split(":")
@@ -194,14 +212,8 @@ def test_clients_trickling_headers_hold_no_thread(tmp_path):
             # So is the next request of a kept-alive connection: answered, then trickled
             # (a deadline per request, not only per connection).
             with socket.create_connection((host, int(port)), timeout=10) as sock:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                first = b""
-                while b"\r\n\r\n" not in first:
-                    first += sock.recv(4096)
-                length = int(re.search(rb"(?i)content-length: (\d+)", first)[1])
-                while len(first.split(b"\r\n\r\n", 1)[1]) < length:
-                    first += sock.recv(4096)
-                assert first.startswith(b"HTTP/1.1 200")
+                sock.sendall(HEALTHZ)
+                assert _answer(sock).startswith(b"HTTP/1.1 200")
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
                 assert sock.recv(100).startswith(b"HTTP/1.1 408")  # after 3 s
             # Past the deadline the slow ones are answered 408 and closed.
@@ -211,3 +223,41 @@ def test_clients_trickling_headers_hold_no_thread(tmp_path):
             for thread in slow:
                 thread.join(10)
         assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[:3]
+
+
+@pytest.mark.slow
+def test_kept_alive_clients_linger_on_at_most_half_the_threads(tmp_path):
+    # After an answer a thread waits FALWEB_KEEPALIVE_LINGER for its connection's next
+    # request (30 s here, so that a wrong wait shows): at most half the threads may, so
+    # clients that keep connections open and quiet never hold the ones new clients need.
+    # (gunicorn closes a connection quiet for longer than its keep-alive: 60 s here.)
+    with serve_gunicorn(tmp_path, workers=1, threads=4, FALWEB_KEEPALIVE_LINGER="30",
+                        GUNICORN_CMD_ARGS="--keep-alive 60") as (url, _):
+        host, port = url.removeprefix("http://").split(":")
+        quiet = [socket.create_connection((host, int(port)), timeout=10) for _ in range(4)]
+        try:
+            for sock in quiet:
+                sock.sendall(HEALTHZ)
+                assert _answer(sock).startswith(b"HTTP/1.1 200")
+            for _ in range(5):
+                assert requests.get(url + "/healthz", timeout=5).status_code == 200
+            # Their next requests are answered, whether a thread waited for them or not.
+            for sock in quiet:
+                sock.sendall(HEALTHZ)
+                assert _answer(sock).startswith(b"HTTP/1.1 200")
+            # A next head that arrives in pieces goes back to the poller, not held on a
+            # thread: new clients are still answered meanwhile, and so is the head, once whole.
+            for sock in quiet:
+                sock.sendall(HEALTHZ[:20])
+            for _ in range(5):
+                assert requests.get(url + "/healthz", timeout=5).status_code == 200
+            for sock in quiet:
+                sock.sendall(HEALTHZ[20:])
+                assert _answer(sock).startswith(b"HTTP/1.1 200")
+            # Requests sent back to back (pipelined) on one connection are all answered.
+            sock = quiet[0]
+            sock.sendall(HEALTHZ * 3)
+            assert [_answer(sock)[:12] for _ in range(3)] == [b"HTTP/1.1 200"] * 3
+        finally:
+            for sock in quiet:
+                sock.close()

@@ -1,12 +1,15 @@
 """SQLite for the local runtime: one connection per thread, WAL, shared by every process.
 
 Several gunicorn workers (and their worker threads) open the same file; WAL lets readers
-run beside the one writer, and ``busy_timeout`` makes a writer wait instead of failing.
+run beside the one writer. Writers take turns through :class:`falweb.sqlite_wal.WriterLock`
+(a thread lock, then a lock on a file beside the database), which hands the turn over at
+once; ``busy_timeout`` stays as the backstop for a writer that does not take it.
 """
 
 import sqlite3
 import threading
 
+from falweb.sqlite_wal import WriterLock
 from falweb.sqlite_wal import enable_wal
 
 SCHEMA = """
@@ -105,11 +108,7 @@ class Database:
         self._local = threading.local()
         self._all = []
         self._lock = threading.Lock()
-        # One writer at a time per process: threads queue here, handed over at once, instead
-        # of in SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries (it made
-        # a job take 1.5× the CPU and most of its time waiting, with 4 job threads and a
-        # few request threads per process). Processes still take turns through SQLite.
-        self._write_lock = threading.Lock()
+        self._write_lock = WriterLock(path)
         # executescript commits on its own; no explicit transaction around it.
         conn = self.connect()
         conn.executescript(SCHEMA)

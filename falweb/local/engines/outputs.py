@@ -1,6 +1,7 @@
 """What every engine does with its images: encode, store or inline, and shape fal's output."""
 
 import base64
+import functools
 import io
 import secrets
 
@@ -57,5 +58,11 @@ def fal_output(endpoint, *, images, inference, seed, nsfw, prompt):
         "has_nsfw_concepts": list(nsfw),
         "prompt": prompt,
     }
-    declared = set(endpoint.output_schema().fields)
+    declared = _declared(endpoint.output_schema)
     return {key: value for key, value in output.items() if key in declared}
+
+
+@functools.cache
+def _declared(schema_class):
+    # Once per schema class: an instance's fields are built on every construction.
+    return frozenset(schema_class().fields)
