@@ -11,6 +11,9 @@ Everything runs on loopback and stops by itself. Four servers, each its own proc
   (gthread workers, threads, access log), ``FAL_PROXY_UPSTREAM`` = the upstream;
 - the whole falweb app (``wsgi:app``, same deployment, ``FALWEB_LOCAL_URL`` = the upstream,
   rate limits off): the proxy behind the app's access control and ownership checks;
+- a bare Flask app answering the same body itself, under the same deployment: what
+  gunicorn and Flask cost before any proxying (the CPU column then splits falweb's cost
+  into the server's and the proxy's own);
 - the upstream called directly: the floor.
 
 Load comes from ``bench/load.mjs`` (keep-alive connections in one Node process, cheaper than
@@ -71,6 +74,20 @@ def proxy_app(upstream=None):
         FAL_PROXY_MAX_BODY_BYTES=2 * 1024**3,
     )
     FalProxy(app)
+    return app
+
+
+def floor_app():
+    """The same deployment with no proxy: a Flask view answering the upstream's body."""
+    from flask import Flask
+
+    app = Flask("bench-floor")
+    body = requests.get(os.environ["BENCH_UPSTREAM"] + "/status", timeout=10).content
+
+    @app.get(ROUTE)
+    def answer():
+        return app.response_class(body, mimetype="application/json")
+
     return app
 
 
@@ -154,6 +171,9 @@ def main():
         falweb_proc, falweb_base = start_gunicorn(
             "proxy:proxy_app()", env={"BENCH_UPSTREAM": upstream}, pythonpath=BENCH)
         procs.append(falweb_proc)
+        floor_proc, floor_base = start_gunicorn(
+            "proxy:floor_app()", env={"BENCH_UPSTREAM": upstream}, pythonpath=BENCH)
+        procs.append(floor_proc)
         # The whole falweb app (wsgi:app) too, its proxy behind the app's access control
         # and ownership checks; rate limits off (they would answer 429 to this load).
         instance = tempfile.mkdtemp(prefix="falweb-bench-proxy-")
@@ -171,6 +191,8 @@ def main():
             "falweb proxy": (falweb_base + ROUTE, proxied, falweb_pids),
             "falweb app": (app_base + ROUTE, proxied,
                            [app_proc.pid, *worker_pids(app_proc.pid)]),
+            "Flask, no proxy": (floor_base + ROUTE, {},
+                                [floor_proc.pid, *worker_pids(floor_proc.pid)]),
         }
         runs = {name: {"loaded": [], "single": []} for name in targets}
         for i in range(args.rounds):
@@ -190,14 +212,14 @@ def main():
             f"median of {args.rounds} interleaved rounds of {args.seconds:g}s; "
             f"falweb under gunicorn.conf.py\n"
         )
-        print(f"{'':16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'errors':>8}"
+        print(f"{'':17}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'errors':>8}"
               f"   {'1 client: p50 ms':>17}{'+ over direct':>15}")
         d1 = med("direct", "single", "p50")
         for name in targets:
             errors = sum(r["errors"] for kind in runs[name].values() for r in kind)
             single = med(name, "single", "p50")
             print(
-                f"{name:16}{med(name, 'loaded', 'rps'):9.0f}{med(name, 'loaded', 'p50'):9.2f}"
+                f"{name:17}{med(name, 'loaded', 'rps'):9.0f}{med(name, 'loaded', 'p50'):9.2f}"
                 f"{med(name, 'loaded', 'p99'):9.2f}{med(name, 'loaded', 'cpu_us'):12.0f}"
                 f"{errors:8d}   {single:17.3f}{single - d1:15.3f}"
             )
@@ -216,6 +238,9 @@ def main():
         goal("proxy CPU per request (noise-proof)", f"{falweb_cpu:.0f} µs",
              f"{node_cpu / falweb_cpu:.2f}× Node proxy's efficiency",
              f"(Node proxy {node_cpu:.0f} µs; the server processes only)", falweb_cpu <= node_cpu)
+        floor_cpu = med("Flask, no proxy", "loaded", "cpu_us")
+        print(f"  (of falweb's {falweb_cpu:.0f} µs: gunicorn and Flask answering by themselves "
+              f"{floor_cpu:.0f} µs, proxying {falweb_cpu - floor_cpu:.0f} µs)")
         goal(f"proxy p50, {args.connections} clients", f"{falweb_p50:.2f} ms",
              f"{falweb_p50 / node_p50:.2f}× Node proxy", f"(Node proxy {node_p50:.2f} ms)",
              falweb_p50 <= node_p50)

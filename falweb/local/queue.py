@@ -116,15 +116,16 @@ class JobQueue:
         now = time.time()
         deadline = now + start_timeout if start_timeout else None
         with self.db.transaction() as conn:
-            conn.execute(
+            # RETURNING (SQLite 3.35+, PostgreSQL): the stored row, without reading it back.
+            row = conn.execute(
                 "INSERT INTO jobs (request_id, endpoint_id, app_base, input, base_url, priority,"
                 " webhook_url, webhook_trusted, headers, created_at, start_deadline)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (request_id, endpoint_id, app_base, json.dumps(input), base_url,
                  PRIORITIES.get(priority, 0), webhook_url, int(bool(webhook_trusted)),
                  json.dumps(headers or {}), now, deadline),
-            )
-        return self.get(request_id)
+            ).fetchone()
+        return Job.from_row(row)
 
     def get(self, request_id):
         row = self.db.connect().execute(

@@ -329,7 +329,8 @@ class Runtime:
         metrics = {"inference_time": round(time.perf_counter() - started, 4)}
         if self.queue.complete(job.request_id, worker_id, result=result,
                                result_status=result_status, error=error,
-                               error_type=error_type, metrics=metrics):
+                               error_type=error_type, metrics=metrics) and job.webhook_url:
+            # Read back only for a webhook, which carries the stored result.
             self._finished(self.queue.get(job.request_id))
 
     def _finished(self, job):
