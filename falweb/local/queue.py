@@ -297,15 +297,13 @@ class JobQueue:
             return (True, bool(row["cancel_requested"])) if row else (False, True)
         with self.db.transaction() as conn:
             row = conn.execute(
-                "SELECT lease_owner, status, cancel_requested FROM jobs WHERE request_id = ?"
-                + self.db.for_update, (request_id,),
+                "UPDATE jobs SET lease_expires = ?"
+                " WHERE request_id = ? AND lease_owner = ? AND status = ?"
+                " RETURNING cancel_requested",
+                (time.time() + self.lease_seconds, request_id, worker_id, IN_PROGRESS),
             ).fetchone()
-            if row is None or row["lease_owner"] != worker_id or row["status"] != IN_PROGRESS:
+            if row is None:  # not ours any more, or over
                 return False, True
-            conn.execute(
-                "UPDATE jobs SET lease_expires = ? WHERE request_id = ?",
-                (time.time() + self.lease_seconds, request_id),
-            )
             if message is not None:
                 self._append_log(conn, request_id, message, level)
             return True, bool(row["cancel_requested"])
