@@ -102,6 +102,10 @@ class S3Storage(Storage):
 
     # -- single uploads -------------------------------------------------------------------
 
+    # Outputs go to the bucket by the upload path (the folder store's one-transaction save
+    # writes to disk).
+    save = Storage._save_as_upload
+
     def write(self, upload_id, chunks, content_type=None, length=None):
         row = self._by_upload(upload_id)
         file_id = row["file_id"]

@@ -90,7 +90,44 @@ class Storage:
 
     def save(self, data, content_type, file_name):
         """Store ``data`` at once (engine outputs); returns (file_id, file_name).
-        :class:`StorageFull` (and no file) when it does not fit."""
+        :class:`StorageFull` (and no file) when it does not fit.
+
+        Written under a temporary name, then recorded complete and renamed in one
+        transaction: an engine's output costs one write transaction, not an upload's
+        initiate and commit (a job's costliest step after the image itself).
+        """
+        content_type = content_type or "application/octet-stream"
+        file_name = safe_file_name(file_name, content_type)
+        size = len(data)
+        if size > self.max_bytes:
+            raise TooLarge(f"File larger than the {self.max_bytes} bytes allowed")
+        file_id = secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+        folder = self._dir(file_id)
+        os.makedirs(folder)
+        tmp = os.path.join(folder, f"data.{secrets.token_hex(6)}.part")
+        try:
+            with open(tmp, "wb") as out:
+                out.write(data)
+            with self.db.transaction() as conn:
+                if self.max_storage:
+                    used = self.used(conn)
+                    if used + size > self.max_storage:
+                        raise self._full(used)
+                conn.execute(
+                    "INSERT INTO files (file_id, file_name, content_type, size, upload_id,"
+                    " multipart, complete, created_at) VALUES (?, ?, ?, ?, ?, 0, 1, ?)",
+                    (file_id, file_name, content_type, size, secrets.token_urlsafe(24),
+                     time.time()),
+                )
+                os.replace(tmp, os.path.join(folder, "data"))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return file_id, file_name
+
+    def _save_as_upload(self, data, content_type, file_name):
+        """:meth:`save` through the upload path (initiate, then write), for stores whose
+        bytes live elsewhere (:class:`~falweb.local.s3_storage.S3Storage`)."""
         file_id, upload_id, file_name = self.initiate(content_type, file_name)
         try:
             self.write(upload_id, _chunks(data), content_type=None, length=len(data))
