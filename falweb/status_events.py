@@ -90,7 +90,14 @@ def _events(row, client, deadline):
     try:
         stream = client.queue.stream_status(row["endpoint_id"], row["request_id"], logs=True)
     except client_errors.FalError as exc:
-        yield from _give_up(row, describe_error(exc))
+        error = describe_error(exc)
+        if getattr(exc, "status", None) == 404:
+            # The backend forgot the request: the polls' path ends the row, as a poll would.
+            try:
+                row = history_sync.refresh(client, row)
+            except client_errors.FalError as again:
+                error = describe_error(again)
+        yield from _give_up(row, error)
         return
     with stream:
         shown = _shown(row)

@@ -132,6 +132,20 @@ def test_the_request_page_opens_the_stream_only_while_the_request_runs(server):
     assert "sse-connect" not in page and "htmx-ext-sse" not in page
 
 
+def test_a_quiet_stream_keeps_the_connection_alive(server, monkeypatch):
+    from falweb import status_events
+    from falweb.local import queue_api
+
+    # Keep-alives every few hundredths of a second, from the runtime and from the app.
+    monkeypatch.setattr(queue_api, "KEEPALIVE", 0.05)
+    monkeypatch.setattr(status_events, "KEEPALIVE_SECONDS", 0.05)
+    submit(server, steps=50)  # takes the runtime's only worker for a while
+    waiting = submit(server, steps=2)  # queued behind it, with nothing new to say
+    with open_events(server, waiting) as answer:
+        lines = answer.iter_lines(decode_unicode=True)
+        assert next(line for line in lines if line.startswith(": keep-alive"))
+
+
 def test_another_users_request_is_not_found(tmp_path):
     settings = config(tmp_path, FALWEB_AUTH="header", FALWEB_TRUSTED_PROXIES="127.0.0.1/32")
     alice, bob = {"X-Forwarded-User": "alice"}, {"X-Forwarded-User": "bob"}
@@ -178,3 +192,65 @@ def test_a_stream_past_its_lifetime_ends_without_closing_the_page(tmp_path):
         # No "close": the page's EventSource reconnects (and polls meanwhile).
         assert "close" not in [name for name, _ in events]
         assert row_of(server, request_id)["status"] in history.PENDING
+
+
+# -- a backend whose status stream breaks --------------------------------------------------------
+
+
+def breaking_backend(environ, start_response):
+    """A stand-in for fal's queue, on a real socket, for what the local runtime never does:
+    the status stream of request ``broken`` fails with a 500, that of ``dropped`` ends after
+    one IN_PROGRESS event, and ``forgotten`` is not known at all (404)."""
+    path = environ["PATH_INFO"]
+    if "/requests/forgotten" in path:
+        start_response("404 Not Found", [("Content-Type", "application/json")])
+        return [b'{"detail": "Request not found"}']
+    if path.endswith("/requests/broken/status/stream"):
+        start_response("500 Internal Server Error", [("Content-Type", "application/json")])
+        return [b'{"detail": "the queue fell over"}']
+    if path.endswith("/requests/dropped/status/stream"):
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        return [b'data: {"status": "IN_PROGRESS", "request_id": "dropped", "logs": '
+                b'[{"message": "Step 1/4", "level": "INFO", "timestamp": '
+                b'"2026-01-01T00:00:00Z"}]}\n\n']
+    start_response("404 Not Found", [("Content-Type", "application/json")])
+    return [b'{"detail": "not here"}']
+
+
+@pytest.fixture
+def breaking_server(tmp_path):
+    from falweb.serving import ServerThread
+
+    fake = ServerThread(breaking_backend)
+    # No reconcile: its polls of the rows below would race the streams under test.
+    settings = config(tmp_path, FALWEB_LOCAL_URL=fake.url, FALWEB_HISTORY_RECONCILE=False)
+    try:
+        with serve_app(settings) as server:
+            with server.app.app_context():
+                for request_id in ("broken", "dropped", "forgotten"):
+                    history.add(request_id, "fal-ai/fast-sdxl", {"prompt": "x"},
+                                backend="local", status="IN_QUEUE", owner="local")
+            yield server
+    finally:
+        fake.shutdown()
+
+
+@pytest.mark.parametrize(("request_id", "said"), [
+    ("broken", "the queue fell over"),
+    ("dropped", "ended before the request did"),
+])
+def test_a_broken_backend_stream_leaves_the_page_polling(breaking_server, request_id, said):
+    events = read_events(open_events(breaking_server, request_id))
+    # One fragment that says why, then "close": the page's polls take over.
+    assert [name for name, _ in events][-2:] == ["status", "close"]
+    last = events[-2][1]
+    assert "Could not check the status just now" in last and said in last
+    assert 'hx-trigger="every 1s"' in last
+    assert row_of(breaking_server, request_id)["status"] in history.PENDING
+
+
+def test_a_request_the_backend_forgot_ends_as_a_poll_ends_it(breaking_server):
+    events = read_events(open_events(breaking_server, "forgotten"))
+    assert [name for name, _ in events] == ["status", "close"]
+    assert shown_status(events[0][1]) == "FAILED"
+    assert row_of(breaking_server, "forgotten")["status"] == "FAILED"
