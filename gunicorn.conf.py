@@ -3,7 +3,8 @@
 Threaded workers (gthread): live-mode websockets and SSE relays each hold a thread for as
 long as they last, which the sync worker would kill at ``timeout``; an idle thread costs
 little, so there are many. Live sessions are capped per worker (FALWEB_LIVE_MAX_SESSIONS,
-half the threads) so that they never take every thread. A client that trickles its request
+half the threads), and so are request pages' status streams (FALWEB_STATUS_STREAMS_MAX, a
+quarter), so that together they never take every thread. A client that trickles its request
 may not hold a thread: falweb's worker class reads each request's headers in the worker's
 poller and hands the request to a thread only once they are complete (within
 FALWEB_HEADER_TIMEOUT seconds, else 408; see falweb/gunicorn_worker.py). Slow *bodies* still
@@ -19,6 +20,8 @@ worker_class = "falweb.gunicorn_worker.HeaderDeadlineWorker"
 threads = int(os.environ.get("FALWEB_GUNICORN_THREADS", "128"))
 # Live sessions may take at most half of a worker's threads (the app reads this at start).
 os.environ.setdefault("FALWEB_LIVE_MAX_SESSIONS", str(max(1, threads // 2)))
+# Request pages' status streams at most a quarter (over it, a page polls instead).
+os.environ.setdefault("FALWEB_STATUS_STREAMS_MAX", str(max(1, threads // 4)))
 timeout = 60
 graceful_timeout = 20
 accesslog = "-"

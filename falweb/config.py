@@ -117,6 +117,11 @@ DEFAULTS = {
     "FALWEB_LIVE_MAX_SESSIONS": 48,
     # Seconds a live session may go without input before the server closes it.
     "FALWEB_LIVE_IDLE_SECONDS": 300.0,
+    # Request pages' status event streams open at once per process (each holds a server
+    # thread); over it a page polls. 0 = no push: every request page polls.
+    "FALWEB_STATUS_STREAMS_MAX": 32,
+    # Seconds one status event stream lasts at most; the page then polls until it reconnects.
+    "FALWEB_STATUS_STREAM_MAX_SECONDS": 300.0,
     # Requests per history page.
     "FALWEB_HISTORY_PER_PAGE": 20,
     # Poll the backend for unfinished history rows after a restart (in the background).

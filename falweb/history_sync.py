@@ -116,13 +116,21 @@ def refresh(client, row, db=None):
     Errors reaching the backend propagate to the caller; a 404 for the request ends it as
     ``FAILED`` (or ``CANCELLED`` when a cancel was asked for).
     """
-    request_id, endpoint_id = row["request_id"], row["endpoint_id"]
     try:
-        status = client.status(endpoint_id, request_id, logs=True)
+        status = client.status(row["endpoint_id"], row["request_id"], logs=True)
     except errors.ApiError as exc:
         if exc.status != 404:
             raise
         return finish(row, error=error_of(exc), db=db)
+    return apply_status(client, row, status, db=db)
+
+
+def apply_status(client, row, status, db=None):
+    """Store what ``status`` (a :class:`~falweb.client.status.QueueStatus` with the logs
+    so far) says of ``row``'s request; returns the new row. The one path of status polls
+    and of the request page's event stream: a pending status updates the row (unless it is
+    final already), a final one fetches the result and finishes the row once."""
+    request_id, endpoint_id = row["request_id"], row["endpoint_id"]
     logs = list(status.logs) or row["logs"]
     # Anything but fal's two pending states is final, so a status fal might add (FAILED,
     # CANCELLED) can never make the page poll forever.

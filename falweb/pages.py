@@ -2,7 +2,8 @@
 
 Every page works without JavaScript (forms post, plain requests get full pages and 303
 redirects); with htmx the form swaps its own 422, the status partial polls itself every
-second and stops on 286. CSRF protection (Flask-WTF) covers every form post of this
+second and stops on 286, unless the request page's event stream (:mod:`falweb.status_events`)
+pushes it. CSRF protection (Flask-WTF) covers every form post of this
 blueprint; the JSON blueprints (proxy, webhooks) are not checked, as they authenticate
 their callers by other means.
 """
@@ -34,9 +35,11 @@ from falweb import htmx
 from falweb import limits
 from falweb import playground
 from falweb import presentation
+from falweb import status_events
 from falweb import webhooks
 from falweb.client import errors as client_errors
 from falweb.openapi.examples import example_input
+from falweb.presentation import describe_error
 from falweb.presentation import form_context
 from falweb.presentation import history_item
 from falweb.presentation import status_context
@@ -59,6 +62,7 @@ def init_app(app):
     app.register_blueprint(bp)
     app.register_error_handler(CSRFError, _csrf_error)
     presentation.init_app(app)
+    status_events.init_app(app)
 
 
 @bp.before_request
@@ -72,7 +76,8 @@ def _protect():
 @bp.app_context_processor
 def _inject():
     return {"backend_info": backend.describe(), "is_htmx": htmx.is_htmx,
-            "new_submission_token": history.new_submission_token}
+            "new_submission_token": history.new_submission_token,
+            "status_push": status_events.enabled()}
 
 
 def _submission_token():
@@ -202,7 +207,7 @@ def submit(endpoint_id):
             return _render_form(endpoint, fields, values, _upstream_field_errors(exc),
                                 status=422)
         return _render_form(
-            endpoint, fields, values, upstream_error=_describe_error(exc), status=502
+            endpoint, fields, values, upstream_error=describe_error(exc), status=502
         )
     if token:
         history.finish_submission(token, request_id)
@@ -276,7 +281,7 @@ def _upload(field, values):
             urls.append(get_client().storage.upload(stream, content_type=content_type,
                                                     file_name=file.filename))
         except client_errors.FalError as exc:
-            return f"The upload failed: {_describe_error(exc)['detail']}", 502
+            return f"The upload failed: {describe_error(exc)['detail']}", 502
         if field.kind == "file":
             break
     if urls:
@@ -327,17 +332,6 @@ def _upstream_field_errors(exc):
     return errors
 
 
-def _describe_error(exc):
-    """What to show of a client error: fal's ``detail`` when there is one (escaped later)."""
-    if isinstance(exc, client_errors.ApiError):
-        return history_sync.error_of(exc)
-    if isinstance(exc, client_errors.FalConnectionError):
-        return {"status": None, "detail": f"Could not reach the backend ({exc.message})."}
-    if isinstance(exc, client_errors.FalTimeoutError):
-        return {"status": None, "detail": "The backend did not answer in time."}
-    return {"status": None, "detail": str(exc)}
-
-
 # -- requests -------------------------------------------------------------------------------
 
 
@@ -366,7 +360,7 @@ def _poll(row, force=False):
         return history_sync.refresh(get_client(), row), None
     except client_errors.FalError as exc:
         # A hiccup reaching the backend is shown and the page keeps polling.
-        return row, _describe_error(exc)
+        return row, describe_error(exc)
 
 
 def _status_response(row, poll_error=None):
@@ -401,6 +395,18 @@ def status(request_id):
     return _status_response(row, poll_error)
 
 
+@bp.get("/requests/<request_id>/status/events")
+def status_stream(request_id):
+    """The request's status as server-sent events (:mod:`falweb.status_events`): the status
+    partial as a ``status`` event each time it changes, the final one with the results, then
+    ``close``. 204 when push is off or this process has as many streams open as it may (the
+    page keeps polling).
+
+    :raise 404: the request id is not in the history.
+    """
+    return status_events.response(_row_or_404(request_id), get_client())
+
+
 @bp.post("/requests/<request_id>/cancel")
 def cancel(request_id):
     """Ask the backend to cancel the request; answers like :func:`status` for htmx, else a
@@ -416,9 +422,9 @@ def cancel(request_id):
         except client_errors.ApiError as exc:
             # 400: it finished meanwhile; 404: the backend forgot it. The poll settles both.
             if exc.status not in (400, 404):
-                poll_error = _describe_error(exc)
+                poll_error = describe_error(exc)
         except client_errors.FalError as exc:
-            poll_error = _describe_error(exc)
+            poll_error = describe_error(exc)
         if poll_error is None:
             history.update(request_id, cancel_requested=1)
             row, poll_error = _poll(history.get(request_id), force=True)
@@ -463,7 +469,7 @@ def rerun(request_id):
     except client_errors.FalError as exc:
         if token:
             history.finish_submission(token, None)
-        return refused_page(_describe_error(exc), 502)
+        return refused_page(describe_error(exc), 502)
     if token:
         history.finish_submission(token, new_id)
     return htmx.redirect(url_for(".request_page", request_id=new_id))

@@ -9,6 +9,8 @@ import json
 import time
 
 from falweb import history
+from falweb import history_sync
+from falweb.client import errors as client_errors
 from falweb.client.outputs import output_file_name
 from falweb.client.status import step_of
 from falweb.media_kinds import is_video_url
@@ -124,6 +126,17 @@ def status_context(row, poll_error=None):
         "poll_error": poll_error,
         "synthetic": row["synthetic"],
     }
+
+
+def describe_error(exc):
+    """What to show of a client error: fal's ``detail`` when there is one (escaped later)."""
+    if isinstance(exc, client_errors.ApiError):
+        return history_sync.error_of(exc)
+    if isinstance(exc, client_errors.FalConnectionError):
+        return {"status": None, "detail": f"Could not reach the backend ({exc.message})."}
+    if isinstance(exc, client_errors.FalTimeoutError):
+        return {"status": None, "detail": "The backend did not answer in time."}
+    return {"status": None, "detail": str(exc)}
 
 
 def media_of(result):

@@ -109,6 +109,8 @@ class FalStream(StreamBase):
     connection breaks.
     """
 
+    _pauses = False
+
     def _check_deadline(self):
         if self._past_deadline():
             self.close()
@@ -118,7 +120,10 @@ class FalStream(StreamBase):
         decoder = SSEDecoder()
         for chunk in _chunks(self.response):
             self._check_deadline()
-            yield from decoder.feed(chunk)
+            events = decoder.feed(chunk)
+            if not events and self._pauses:
+                yield None
+            yield from events
         yield from decoder.close()
 
     def _generate(self):
@@ -127,7 +132,8 @@ class FalStream(StreamBase):
                 yield from _chunks(self.response)
                 return
             for data in self._data():
-                yield parse_event(data, self.response.status_code, self.request_id)
+                yield None if data is None else parse_event(data, self.response.status_code,
+                                                            self.request_id)
         except requests.exceptions.RequestException as exc:
             self._check_deadline()
             if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
@@ -147,8 +153,17 @@ class FalStream(StreamBase):
 
     def __next__(self):
         event = next(self._events)
-        self._last = event
+        if event is not None:
+            self._last = event
         return event
+
+    def with_pauses(self):
+        """This stream, iterating ``None`` too wherever bytes arrived that completed no
+        event (a keep-alive comment): a reader that must act while the stream is quiet
+        (send keep-alives of its own, keep a deadline) gets control back each time the
+        server sends anything. Call it before iterating."""
+        self._pauses = True
+        return self
 
     def done(self):
         """Read the stream to its end and return the last event (None if there was none)."""

@@ -91,4 +91,27 @@
     var box = event.target.closest && event.target.closest("[data-file-input]");
     if (box && event.clipboardData && put(box, event.clipboardData.files)) event.preventDefault();
   });
+
+  // A request page follows its request over server-sent events (htmx's sse extension, see
+  // falweb/status_events.py) and keeps the status section's 1 s poll as the fallback: a poll
+  // goes out only while that event stream is not open (refused, ended, broken, reconnecting).
+  var streams = new WeakMap();
+  document.addEventListener("htmx:sseOpen", function (event) {
+    streams.set(event.target, event.detail.source);
+  });
+  document.addEventListener("htmx:sseError", function (event) {
+    // Closed for good (the server answered 204: push is off or full): the extension would
+    // try again and again, with backoff; the polls carry on instead.
+    var source = event.detail.source;
+    if (source && source.readyState === EventSource.CLOSED) {
+      event.target.removeAttribute("sse-connect");
+    }
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var section = event.target;
+    if (!section.matches || !section.matches("[sse-swap][hx-get]")) return;
+    var host = section.closest("[sse-connect]");
+    var source = host && streams.get(host);
+    if (source && source.readyState === EventSource.OPEN) event.preventDefault();
+  });
 })();
