@@ -24,7 +24,11 @@ os.environ.setdefault("FALWEB_LIVE_MAX_SESSIONS", str(max(1, threads // 2)))
 os.environ.setdefault("FALWEB_STATUS_STREAMS_MAX", str(max(1, threads // 4)))
 timeout = 60
 graceful_timeout = 20
-accesslog = "-"
+# No access log line per request unless FALWEB_ACCESS_LOG names where ("-": stdout). In
+# public the reverse proxy in front logs every request, and falweb logs its own events (each
+# proxied call with its timings, failures); gunicorn's line on top cost a fifth of a proxied
+# request's CPU, its write a GIL hand-over per request.
+accesslog = os.environ.get("FALWEB_ACCESS_LOG") or None
 errorlog = "-"
 # gunicorn's default line has the query string (%(r)s), where streams and realtime sockets
 # carry their short-lived fal_jwt_token; log the path alone (%(U)s).

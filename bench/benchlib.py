@@ -27,7 +27,7 @@ def free_port():
 
 def start_gunicorn(app, env=None, pythonpath=None):
     """``gunicorn -c gunicorn.conf.py APP`` (the README's deployment) on a free loopback port;
-    returns (process, base URL). Its logs go nowhere: the access log costs the same."""
+    returns (process, base URL). Its logs go nowhere."""
     port = free_port()
     command = [str(Path(sys.executable).with_name("gunicorn")), "-c", "gunicorn.conf.py"]
     if pythonpath:

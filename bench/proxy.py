@@ -8,7 +8,7 @@ Everything runs on loopback and stops by itself. Four servers, each its own proc
   (``tests/js/official_proxy.mjs``), its ``fetch`` sending fal's hosts to the upstream;
 - falweb: a bare Flask app with :class:`falweb.proxy.FalProxy` (the piece people embed) under
   the deployment the README recommends: gunicorn with ``gunicorn.conf.py`` as it is
-  (gthread workers, threads, access log), ``FAL_PROXY_UPSTREAM`` = the upstream;
+  (falweb's gthread worker, threads, no access log), ``FAL_PROXY_UPSTREAM`` = the upstream;
 - the whole falweb app (``wsgi:app``, same deployment, ``FALWEB_LOCAL_URL`` = the upstream,
   rate limits off): the proxy behind the app's access control and ownership checks;
 - a bare Flask app answering the same body itself, under the same deployment: what

@@ -115,6 +115,11 @@ DEFAULTS = {
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _BODYLESS = frozenset({"GET", "HEAD"})
 _CHUNK = 64 * 1024
+# An answer of known length up to this size is read whole and sent in one piece (a queue
+# status, a submit's answer); longer ones, and every stream, are relayed as they come.
+_SMALL_BODY = 64 * 1024
+# Upstream origins whose pools are kept (fal has a handful; the manager keeps as many).
+_MAX_POOLS = 8
 
 # RFC 9110 hop-by-hop headers, plus what the proxy recomputes (length, encoding) or owns (CORS).
 _HOP_BY_HOP = frozenset(
@@ -372,6 +377,9 @@ class FalProxy:
         self._session = None
         self._mounted = ()
         self._pool = None
+        # origin ("https://queue.fal.run") → its urllib3 pool, so that a call skips the
+        # manager's URL parsing and pool-key building (a twentieth of a proxied call).
+        self._pools = {}
         self._session_lock = threading.Lock()
         if app is not None:
             self.init_app(app)
@@ -520,8 +528,14 @@ class FalProxy:
         if body is not None and length:
             headers["content-length"] = str(length)
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        return self._pool.urlopen(
-            method, url, body=body, headers=headers, redirect=False, assert_same_host=False,
+        origin, path = _split_origin(url)
+        pool = self._pools.get(origin)
+        if pool is None or pool.pool is None:  # (None: the manager closed it, to make room)
+            if len(self._pools) >= _MAX_POOLS:
+                self._pools.clear()
+            pool = self._pools[origin] = self._pool.connection_from_url(origin)
+        return pool.urlopen(
+            method, path, body=body, headers=headers, redirect=False, assert_same_host=False,
             preload_content=False, decode_content=False, retries=False,
             timeout=urllib3.Timeout(connect=connect, read=read),
             chunked=body is not None and not length,
@@ -573,6 +587,26 @@ class FalProxy:
         headers = _relay_headers(raw, hosts, self._secrets())
         status = raw.status
         ttfb = time.perf_counter() - started
+
+        length = raw.headers.get("content-length", "")
+        if (method != "HEAD" and length.isdigit() and int(length) <= _SMALL_BODY
+                and any(n.lower() == "content-length" for n, _ in headers)):
+            # Whole at once: no generator to drive, and the connection is back in the pool
+            # before the caller's answer goes out.
+            try:
+                data = raw.read(decode_content=False)
+            except urllib3.exceptions.TimeoutError:
+                raise ProxyError(504, "Gateway Timeout", "fal did not answer in time") from None
+            except (urllib3.exceptions.HTTPError, OSError):
+                # The upstream went away before the length it announced.
+                raise ProxyError(502, "Bad Gateway", "fal's answer was cut short") from None
+            finally:
+                _close(raw)
+            _log(method, where, status, started, ttfb)
+            response = Response(data, status=status, headers=headers)
+            if not any(name.lower() == "content-type" for name, _ in headers):
+                del response.headers["Content-Type"]
+            return response
 
         state = {"completed": False, "closed": False}
 
@@ -743,6 +777,12 @@ def _as_requests_response(raw, url):
     response.reason = raw.reason
     response.url = url
     return response
+
+
+def _split_origin(url):
+    """("scheme://host[:port]", "/path?query") of an absolute URL."""
+    slash = url.find("/", url.index("://") + 3)
+    return (url, "/") if slash < 0 else (url[:slash], url[slash:])
 
 
 def _close(raw):

@@ -58,7 +58,8 @@ def serve_gunicorn(tmp_path, workers=2, threads=8, **settings):
 
 @pytest.fixture
 def gunicorn(tmp_path):
-    with serve_gunicorn(tmp_path) as served:
+    # With gunicorn's access log on (off by default), to see what its lines hold.
+    with serve_gunicorn(tmp_path, FALWEB_ACCESS_LOG="-") as served:
         yield served
 
 
@@ -232,7 +233,7 @@ def test_kept_alive_clients_linger_on_at_most_half_the_threads(tmp_path):
     # clients that keep connections open and quiet never hold the ones new clients need.
     # (gunicorn closes a connection quiet for longer than its keep-alive: 60 s here.)
     with serve_gunicorn(tmp_path, workers=1, threads=4, FALWEB_KEEPALIVE_LINGER="30",
-                        GUNICORN_CMD_ARGS="--keep-alive 60") as (url, _):
+                        GUNICORN_CMD_ARGS="--keep-alive 60") as (url, log):
         host, port = url.removeprefix("http://").split(":")
         quiet = [socket.create_connection((host, int(port)), timeout=10) for _ in range(4)]
         try:
@@ -258,6 +259,8 @@ def test_kept_alive_clients_linger_on_at_most_half_the_threads(tmp_path):
             sock = quiet[0]
             sock.sendall(HEALTHZ * 3)
             assert [_answer(sock)[:12] for _ in range(3)] == [b"HTTP/1.1 200"] * 3
+            # No access log line per request unless FALWEB_ACCESS_LOG asks for one.
+            assert "/healthz" not in log.read_text()
         finally:
             for sock in quiet:
                 sock.close()

@@ -614,6 +614,56 @@ def test_upstream_timeout_is_504(upstream):
         error_of(call(server, "https://fal.run/fal-ai/slow"), 504)
 
 
+class _RawUpstream:
+    """An upstream that answers each request with ``head`` and ``body`` as raw bytes,
+    then (``stall`` seconds later) closes: an answer shorter than it said, or a slow one."""
+
+    def __init__(self, head, body, stall=0.0):
+        self.head, self.body, self.stall = head, body, stall
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(self.head)
+                time.sleep(self.stall)
+                conn.sendall(self.body)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("stall, status", [(0.0, 502), (1.0, 504)])
+def test_an_answer_cut_short_or_stalled_is_an_error_not_a_short_body(stall, status):
+    # The queue's small answers are read whole before they are passed on: one that ends
+    # before its Content-Length is fal's fault, said as such, never half a JSON body.
+    raw = _RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: 100\r\n\r\n", b'{"status": "COMPL', stall=stall)
+    try:
+        app = make_app(raw.url, FAL_PROXY_TIMEOUT=(2.0, 0.3))
+        with ServerThread(app) as server:
+            target = "https://queue.fal.run/fal-ai/x/requests/1/status"
+            body = error_of(call(server, target, method="GET"), status)
+            assert "COMPL" not in body["detail"]
+            # The proxy is none the worse for it.
+            assert requests.get(server.url + "/", timeout=10).text == "my own app"
+    finally:
+        raw.close()
+
+
 # --- Hostile targets -------------------------------------------------------------------------
 
 
