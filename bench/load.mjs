@@ -11,7 +11,7 @@ import http from "node:http";
 
 const spec = JSON.parse(process.argv[2]);
 const url = new URL(spec.url);
-const agent = new http.Agent({ keepAlive: true, maxSockets: spec.connections });
+const agent = new http.Agent({ keepAlive: spec.keepAlive ?? true, maxSockets: spec.connections });
 const expect = new Set(spec.expect || [200]);
 const body = spec.body === undefined ? null : Buffer.from(spec.body);
 const headers = { ...(spec.headers || {}) };

@@ -28,10 +28,12 @@ hence the version range pinned in ``pyproject.toml`` and the tests in ``tests/te
 """
 
 import collections
+import mmap
 import os
 import select
 import selectors
 import socket
+import struct
 import threading
 import time
 from functools import partial
@@ -42,8 +44,47 @@ HEADER_END = b"\r\n\r\n"
 # A head that grows past this without ending is the parser's to refuse (431/400 by
 # gunicorn's own limits); reading on would only buffer more of it.
 MAX_HEAD = 64 * 1024
+# Seconds a worker that holds more connections than another waits before it accepts a
+# connection the other has not taken (see HeaderDeadlineWorker.accept).
+ACCEPT_PAUSE = 0.0005
 TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
                   b"Content-Length: 0\r\n\r\n")
+
+
+class ConnectionCounts:
+    """How many connections each worker holds, in memory shared by the workers of one
+    gunicorn: made when the master imports this module, inherited by every worker it forks.
+
+    A slot per worker (its ``age``, which gunicorn numbers from 1 for each worker it
+    starts, modulo SLOTS): pid, connections and when it last said so. A worker that has not
+    said so for STALE seconds (stopped, killed) does not count.
+    """
+
+    SLOTS = 64
+    STALE = 3.0
+    _SLOT = struct.Struct("=iid")  # pid, connections, monotonic time
+
+    def __init__(self):
+        self._memory = mmap.mmap(-1, self.SLOTS * self._SLOT.size)
+
+    def publish(self, age, connections):
+        self._SLOT.pack_into(self._memory, (age % self.SLOTS) * self._SLOT.size,
+                             os.getpid(), connections, time.monotonic())
+
+    def fewest_besides(self, age):
+        """The fewest connections another live worker holds (a large number if none)."""
+        fewest = 1 << 30
+        mine = age % self.SLOTS
+        oldest = time.monotonic() - self.STALE
+        for slot in range(self.SLOTS):
+            pid, connections, said = self._SLOT.unpack_from(self._memory,
+                                                            slot * self._SLOT.size)
+            if pid and slot != mine and said >= oldest:
+                fewest = min(fewest, connections)
+        return fewest
+
+
+CONNECTIONS = ConnectionCounts()
 
 
 class HeaderDeadlineWorker(ThreadWorker):
@@ -55,10 +96,48 @@ class HeaderDeadlineWorker(ThreadWorker):
         # Never longer than gunicorn's keep-alive: a quiet connection is closed after that.
         self.keepalive_linger = min(float(os.environ.get("FALWEB_KEEPALIVE_LINGER", "0.005")),
                                     self.cfg.keepalive)
+        self._accept_resume_at = None  # accepting again then (see accept)
         self._busy = 0  # threads inside handle(), lingering included
         self._busy_lock = threading.Lock()
         # Connections whose head is still arriving, oldest first (deadlines grow with it).
         self.reading_heads = collections.deque()
+
+    # -- connections shared out between workers ----------------------------------------------
+
+    def accept(self, listener):
+        # Every worker polls the same listening socket and the first to call accept() gets
+        # the connection: a lottery, which with a few kept-alive clients (a benchmark's 8, a
+        # reverse proxy's pool of upstream connections) often gave one worker 6 or all 8
+        # and left the other idle. Here the workers publish how many connections each holds
+        # (CONNECTIONS, shared memory); one that holds more than another pauses accepting
+        # for ACCEPT_PAUSE, so the one holding fewest takes the connection, and takes it
+        # itself only if it is still waiting then.
+        CONNECTIONS.publish(self.age, self.nr_conns)
+        if self.nr_conns <= CONNECTIONS.fewest_besides(self.age):
+            return super().accept(listener)
+        self._accept_resume_at = time.monotonic() + ACCEPT_PAUSE
+        super().set_accept_enabled(False)
+
+    def set_accept_enabled(self, enabled):
+        if enabled and self._accept_resume_at is not None:
+            return  # pausing (see accept): wait_for_and_dispatch_events resumes
+        super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout):
+        CONNECTIONS.publish(self.age, self.nr_conns)
+        resume = self._accept_resume_at
+        if resume is not None:
+            left = resume - time.monotonic()
+            if left > 0:
+                timeout = min(timeout, left)
+            else:
+                self._accept_resume_at = None
+                if self.alive:
+                    # One connection still waiting, if no other worker took it meanwhile.
+                    for listener in self.sockets:
+                        super().accept(listener)
+                    super().set_accept_enabled(self.nr_conns < self.worker_connections)
+        return super().wait_for_and_dispatch_events(timeout)
 
     def _buffers_heads(self):
         # HTTP/2 with prior knowledge starts with a preface, not a head: gunicorn's path.

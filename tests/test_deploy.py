@@ -264,3 +264,59 @@ def test_kept_alive_clients_linger_on_at_most_half_the_threads(tmp_path):
         finally:
             for sock in quiet:
                 sock.close()
+
+
+def _connections_per_worker(port, pids):
+    """How many established connections to ``port`` each worker process holds (Linux)."""
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        for line in table.read().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+                inodes.add(fields[9])
+    held = []
+    for pid in pids:
+        count = 0
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                count += link.startswith("socket:[") and link[8:-1] in inodes
+        held.append(count)
+    return held
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads Linux's /proc")
+def test_kept_alive_clients_are_shared_out_between_workers(tmp_path):
+    # Both workers poll one listening socket and the first to accept() wins: with gunicorn's
+    # own accept, 8 clients opening in turn often all went to one worker (0 and 8, 2 and 6),
+    # the other idle. falweb's worker lets the one holding more wait its turn.
+    with serve_gunicorn(tmp_path, workers=2, threads=8) as (url, log):
+        port = int(url.rsplit(":", 1)[1])
+        pids = [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)",
+                                               log.read_text())]
+        # Workers load the app after they boot: first see each of them answer.
+        seen = set()
+
+        def both_answer():
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(HEALTHZ)
+                assert _answer(sock).startswith(b"HTTP/1.1 200")
+                held = _connections_per_worker(port, pids)
+                seen.update(i for i, n in enumerate(held) if n)
+            return len(seen) == 2
+
+        wait_until(both_answer, timeout=30, interval=0.05, message="both workers to answer")
+        for _ in range(4):
+            clients = []
+            try:
+                for _ in range(8):
+                    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                    clients.append(sock)
+                    sock.sendall(HEALTHZ)
+                    assert _answer(sock).startswith(b"HTTP/1.1 200")
+                held = sorted(_connections_per_worker(port, pids))
+                assert sum(held) == 8 and held[0] >= 3, held
+            finally:
+                for sock in clients:
+                    sock.close()
