@@ -12,13 +12,14 @@ embedded runtime at ``/local`` with a zero-delay preview engine; load comes from
   still queued: a second app whose runtime runs no jobs); against a small static file, the
   floor of a request through the app.
 
-    .venv/bin/python bench/local_queue.py [--jobs 1000] [--connections 8] [--seconds 3]
+    .venv/bin/python bench/local_queue.py [--jobs 1000] [--rounds 3] [--connections 8] [--seconds 3]
 """
 
 import argparse
 import re
 import shutil
 import sqlite3
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -91,6 +92,7 @@ def main():
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --jobs jobs")
     args = parser.parse_args()
 
     folder = tempfile.mkdtemp(prefix="falweb-bench-queue-")
@@ -108,9 +110,14 @@ def main():
         load(f"{base}/local/run/{ENDPOINT}", 8, 600, JSON, warmup=0, method="POST",
              body=INPUT, count=50)
 
-        run_rate, run_cpu = run_calls_per_second(base, args.jobs, args.connections, pids)
-        jobs_rate, submit_rate, job_cpu = jobs_per_second(
-            base, folder, args.jobs, args.connections, pids)
+        # Interleaved rounds, medians: one round of each swings by a third on a shared box.
+        runs, queued = [], []
+        for _ in range(args.rounds):
+            runs.append(run_calls_per_second(base, args.jobs, args.connections, pids))
+            queued.append(jobs_per_second(base, folder, args.jobs, args.connections, pids))
+        run_rate, run_cpu = (statistics.median(r[i] for r in runs) for i in range(2))
+        jobs_rate, submit_rate, job_cpu = (statistics.median(q[i] for q in queued)
+                                           for i in range(3))
         done = requests.post(f"{base}/local/queue/{ENDPOINT}", data=INPUT, headers=JSON,
                              timeout=30).json()
         while requests.get(done["status_url"], timeout=30).status_code != 200:
@@ -152,7 +159,8 @@ def main():
     polls, floor, partial, idle_floor = (best(n) for n in rounds)
     floor_name = f"GET {FLOOR}"
     print(f"\nlocal runtime and pages under gunicorn.conf.py; {args.connections} clients; "
-          f"req/s medians of 3 interleaved rounds of {args.seconds:g}s")
+          f"jobs/s medians of {args.rounds} rounds of {args.jobs} jobs, req/s medians of 3 "
+          f"interleaved rounds of {args.seconds:g}s")
     print(f"  (submits answered at {submit_rate:.0f} req/s; server CPU per job {job_cpu:.2f} ms,"
           f" per /local/run call {run_cpu:.2f} ms; CPU µs per request: polls "
           f"{best('polls', 'cpu_us'):.0f}, partial {best('partial', 'cpu_us'):.0f}, "
