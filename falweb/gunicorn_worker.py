@@ -17,6 +17,9 @@ request. The thread peeks, never reads, so a head that is not complete in time g
 poller with its deadline as usual; and threads linger only while at most half of them are
 busy, so idle kept-alive clients can never hold the threads that new requests need.
 
+New connections go to the worker holding fewest (``ConnectionCounts``), not to whichever
+worker's accept() runs first, which could give one worker all of a few kept-alive clients.
+
 This is what a buffering reverse proxy (nginx, Caddy) does in front; one is still what a
 public deployment wants, for TLS and for slow *bodies*, which this worker does not buffer
 (request bodies stream through to the app, so that proxy uploads stay flat in memory).
@@ -57,7 +60,8 @@ class ConnectionCounts:
 
     A slot per worker (its ``age``, which gunicorn numbers from 1 for each worker it
     starts, modulo SLOTS): pid, connections and when it last said so. A worker that has not
-    said so for STALE seconds (stopped, killed) does not count.
+    said so for STALE seconds (stopped, killed) does not count. Slots are written without a
+    lock: a read torn by a write misjudges one accept by a pause, no more.
     """
 
     SLOTS = 64
