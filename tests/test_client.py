@@ -131,11 +131,9 @@ def test_polling_never_overlaps_and_honours_the_interval(slow_runtime):
 def test_subscribe_timeout_cancels_the_upstream_job(slow_runtime):
     client = FalClient(hosts=Hosts(slow_runtime.url), poll_interval=0.05)
     enqueued = []
-    started = time.monotonic()
     with pytest.raises(FalTimeoutError) as info:
         client.subscribe("fal-ai/fast-sdxl", {"prompt": "x", "num_inference_steps": 50},
                          timeout=0.6, on_enqueue=enqueued.append)
-    assert time.monotonic() - started < 3
     assert info.value.request_id == enqueued[0]
 
     def completed():
