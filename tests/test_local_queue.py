@@ -221,6 +221,21 @@ def test_status_stream_sends_incremental_logs_and_closes_after_completed(local_r
     assert messages.index("Step 1/5") < messages.index("Step 5/5")
 
 
+def test_a_status_stream_is_woken_by_each_change_not_by_its_poll(local_config):
+    # The stream's own look-again interval set to a minute: each step's log line and the
+    # completion still arrive, because the queue wakes the streams of its process.
+    with serve_local_runtime(local_config | {"FALWEB_LOCAL_STEP_DELAY": 0.1}) as server:
+        server.runtime.changes.poll = 60
+        body = submit(server.url, "fal-ai/fast-sdxl",
+                      {"prompt": "x", "num_inference_steps": 4, "image_size": "square"})
+        stream = requests.get(body["status_url"] + "/stream", params={"logs": "1"},
+                              stream=True, timeout=30)
+        events = sse_events(stream)
+        assert events[-1]["status"] == "COMPLETED"
+        messages = [log["message"] for e in events if e.get("logs") for log in e["logs"]]
+        assert "Step 4/4" in messages
+
+
 def test_priority_low_waits_behind_normal(local_config):
     app = create_local_app(local_config | {"FALWEB_LOCAL_WORKERS": 0})
     runtime = runtime_of(app)

@@ -1,7 +1,9 @@
 """Waiting for a job to change: what wakes a status stream.
 
-On SQLite a stream looks again every ``poll`` seconds (another process may have changed the
-file; nothing tells this one). On PostgreSQL the runtime LISTENs (:mod:`falweb.local.sql`'s
+A change committed by this process's queue wakes its streams at once
+(:attr:`~falweb.local.queue.JobQueue.changed`). On SQLite a stream also looks again every
+``poll`` seconds (another process may have changed the file; nothing tells this one). On
+PostgreSQL the runtime LISTENs (:mod:`falweb.local.sql`'s
 triggers NOTIFY on every status change and log line, from whichever host made it) and calls
 :meth:`Changes.notify`; a stream then sleeps until its job changes, looking again every
 ``poll`` seconds only as a guard against a notification lost with a connection.

@@ -96,6 +96,10 @@ class JobQueue:
         self.db = db
         self.lease_seconds = lease_seconds
         self._expired = []
+        #: Called with a request id after a change to its job is committed here (the
+        #: runtime wakes this process's status streams at once; those of other processes
+        #: look again on their own, or on PostgreSQL's NOTIFY).
+        self.changed = lambda request_id: None
 
     def take_expired(self):
         """Ids of jobs that :meth:`claim` timed out since the last call (for webhooks)."""
@@ -125,6 +129,7 @@ class JobQueue:
                  PRIORITIES.get(priority, 0), webhook_url, int(bool(webhook_trusted)),
                  json.dumps(headers or {}), now, deadline),
             ).fetchone()
+        self.changed(request_id)
         return Job.from_row(row)
 
     def get(self, request_id):
@@ -182,6 +187,7 @@ class JobQueue:
                 conn.execute(
                     "UPDATE jobs SET cancel_requested = 1 WHERE request_id = ?", (request_id,)
                 )
+        self.changed(request_id)
         return "CANCELLATION_REQUESTED"
 
     def counts(self):
@@ -266,6 +272,9 @@ class JobQueue:
                 self._append_log(conn, row["request_id"],
                                  "The previous worker stopped; running the request again.",
                                  "WARN")
+        for late in overdue:
+            self.changed(late["request_id"])
+        self.changed(row["request_id"])
         return self.get(row["request_id"])
 
     def _claim_skip_locked(self, worker_id, now):
@@ -286,6 +295,7 @@ class JobQueue:
                 self._append_log(conn, row["request_id"],
                                  "The previous worker stopped; running the request again.",
                                  "WARN")
+        self.changed(row["request_id"])
         return Job.from_row(row)
 
     def heartbeat(self, request_id, worker_id, message=None, level="INFO"):
@@ -294,6 +304,8 @@ class JobQueue:
             row = self.db.connect().execute(sql.POSTGRES_HEARTBEAT, (
                 time.time() + self.lease_seconds, request_id, worker_id, message, level,
                 iso_now(), message)).fetchone()
+            if row and message is not None:
+                self.changed(request_id)
             return (True, bool(row["cancel_requested"])) if row else (False, True)
         with self.db.transaction() as conn:
             row = conn.execute(
@@ -306,7 +318,9 @@ class JobQueue:
                 return False, True
             if message is not None:
                 self._append_log(conn, request_id, message, level)
-            return True, bool(row["cancel_requested"])
+        if message is not None:
+            self.changed(request_id)
+        return True, bool(row["cancel_requested"])
 
     def renew(self, held):
         """Extend the leases of ``held`` ((request_id, worker_id) pairs) that are still
@@ -335,7 +349,8 @@ class JobQueue:
                 self._append_log(conn, request_id,
                                  "The runtime stopped; the request went back to the queue.",
                                  "WARN")
-            return cur.rowcount == 1
+        self.changed(request_id)
+        return cur.rowcount == 1
 
     def complete(self, request_id, worker_id, *, result, result_status=200, error=None,
                  error_type=None, metrics=None):
@@ -348,7 +363,8 @@ class JobQueue:
                 (COMPLETED, time.time(), json.dumps(result), result_status, error, error_type,
                  json.dumps(metrics or {}), request_id, worker_id, IN_PROGRESS),
             )
-            return cur.rowcount == 1
+        self.changed(request_id)
+        return cur.rowcount == 1
 
     def _append_log(self, conn, request_id, message, level):
         conn.execute(

@@ -82,6 +82,8 @@ class Runtime:
         self.tokens = Tokens(folder, config["FALWEB_LOCAL_MAX_TOKEN_SECONDS"], keep=keep)
         self.webhook_key = WebhookKey(folder, keep=keep)
         self.changes = Changes(STREAM_POLL if not shared else SHARED_STREAM_POLL)
+        # A change made in this process wakes its streams at once, not at their next look.
+        self.queue.changed = self.changes.notify
         self._listener = None
         self.webhooks = WebhookPolicy(_as_list(config.get("FALWEB_LOCAL_WEBHOOK_ALLOWED_URLS")))
         self.deliveries = Deliveries(self.db, self.webhook_key,

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
 
 from falweb.local.apps.supervisor import FAILED
@@ -53,7 +54,9 @@ class OwnerLock:
 def write_state(folder, apps):
     """Publish ``{app_id: describe() + port and secret}`` for the other processes."""
     path = os.path.join(folder, STATE_FILE)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    # A name of its own per writer: the supervisor's threads publish too (two of one
+    # process sharing a name lost the race: "No such file" for the second).
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(apps, f)
