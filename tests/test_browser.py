@@ -241,7 +241,10 @@ def test_cancel_a_slow_job(browser, slow_server):
     css(driver, "#model-form button[type=submit]").click()
     request_id = wait_for_request_page(driver)
     wait(driver, lambda d: status_of(d) == "IN_PROGRESS", message="running")
-    css(driver, ".status__cancel button").click()
+    # The section (and its button) is replaced at every pushed step: a button found an
+    # instant before a swap is stale at the click, so click the current one.
+    wait(driver, lambda d: css(d, ".status__cancel button").click() or True,
+         message="the cancel button clicked")
     wait(driver, lambda d: status_of(d) == "CANCELLED", timeout=20, message="cancelled")
     assert "Cancelled" in css(driver, "#status-label").text
     browser.screenshot("request-cancelled")

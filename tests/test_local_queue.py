@@ -15,6 +15,7 @@ from falweb.local import create_local_app
 from falweb.local import runtime_of
 from falweb.testing import ServerThread
 from falweb.testing import serve_local_runtime
+from falweb.testing import wait_until
 from tests.local_helpers import SEED_PROMPT
 from tests.local_helpers import sse_events
 from tests.local_helpers import wait_status
@@ -234,6 +235,28 @@ def test_a_status_stream_is_woken_by_each_change_not_by_its_poll(local_config):
         assert events[-1]["status"] == "COMPLETED"
         messages = [log["message"] for e in events if e.get("logs") for log in e["logs"]]
         assert "Step 4/4" in messages
+
+
+def test_a_log_line_is_seen_before_the_next_step_and_stored_once(local_config):
+    # The engine's first line waits for the job's next write (its first step, 3 s later
+    # here), or for the lease keeper, which writes lines held for 50 ms: so it is seen well
+    # before that step, and then stored once, in order.
+    with serve_local_runtime(local_config | {"FALWEB_LOCAL_STEP_DELAY": 3.0}) as server:
+        body = submit(server.url, "fal-ai/fast-sdxl",
+                      {"prompt": "x", "num_inference_steps": 1, "image_size": "square"})
+
+        def first_line_alone():
+            logs = requests.get(body["status_url"], params={"logs": 1},
+                                timeout=10).json()["logs"] or []
+            messages = [line["message"] for line in logs]
+            return messages if messages and "Step 1/1" not in messages else None
+
+        messages = wait_until(first_line_alone, timeout=2.5, interval=0.05,
+                              message="the engine's first line before its first step")
+        assert messages[0].startswith("Preview engine")
+        done = wait_status(body["status_url"])
+        messages = [line["message"] for line in done["logs"]]
+        assert messages.count(messages[0]) == 1 and messages[-1] == "Step 1/1"
 
 
 def test_priority_low_waits_behind_normal(local_config):

@@ -298,12 +298,16 @@ class JobQueue:
         self.changed(row["request_id"])
         return Job.from_row(row)
 
-    def heartbeat(self, request_id, worker_id, message=None, level="INFO"):
-        """Renew the lease (and add a log line). Returns (still ours, cancel requested)."""
-        if self.db.dialect == "postgres":
+    def heartbeat(self, request_id, worker_id, message=None, level="INFO", earlier=()):
+        """Renew the lease and add log lines: ``earlier`` ((message, level, timestamp)
+        tuples held back until now), then ``message``. Returns (still ours, cancel
+        requested)."""
+        lines = [*earlier, *([(message, level, iso_now())] if message is not None else [])]
+        if self.db.dialect == "postgres" and len(lines) <= 1:
+            message, level, stamp = lines[0] if lines else (None, level, None)
             row = self.db.connect().execute(sql.POSTGRES_HEARTBEAT, (
                 time.time() + self.lease_seconds, request_id, worker_id, message, level,
-                iso_now(), message)).fetchone()
+                stamp or iso_now(), message)).fetchone()
             if row and message is not None:
                 self.changed(request_id)
             return (True, bool(row["cancel_requested"])) if row else (False, True)
@@ -316,9 +320,9 @@ class JobQueue:
             ).fetchone()
             if row is None:  # not ours any more, or over
                 return False, True
-            if message is not None:
-                self._append_log(conn, request_id, message, level)
-        if message is not None:
+            for line in lines:
+                self._append_log(conn, request_id, *line)
+        if lines:
             self.changed(request_id)
         return True, bool(row["cancel_requested"])
 
@@ -353,8 +357,10 @@ class JobQueue:
         return cur.rowcount == 1
 
     def complete(self, request_id, worker_id, *, result, result_status=200, error=None,
-                 error_type=None, metrics=None):
-        """Finish a job this worker holds. False if the lease was lost (someone else has it)."""
+                 error_type=None, metrics=None, logs=()):
+        """Finish a job this worker holds, with its last log lines (``logs``: (message,
+        level, timestamp) tuples held back until now). False if the lease was lost
+        (someone else has it)."""
         with self.db.transaction() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, result = ?, result_status = ?,"
@@ -363,12 +369,15 @@ class JobQueue:
                 (COMPLETED, time.time(), json.dumps(result), result_status, error, error_type,
                  json.dumps(metrics or {}), request_id, worker_id, IN_PROGRESS),
             )
+            if cur.rowcount == 1:
+                for line in logs:
+                    self._append_log(conn, request_id, *line)
         self.changed(request_id)
         return cur.rowcount == 1
 
-    def _append_log(self, conn, request_id, message, level):
+    def _append_log(self, conn, request_id, message, level, timestamp=None):
         conn.execute(
             "INSERT INTO logs (request_id, n, message, level, timestamp) VALUES"
             " (?, (SELECT COUNT(*) FROM logs WHERE request_id = ?), ?, ?, ?)",
-            (request_id, request_id, message, level, iso_now()),
+            (request_id, request_id, message, level, timestamp or iso_now()),
         )

@@ -29,6 +29,8 @@ from falweb.local.engines import Cancelled
 from falweb.local.engines import EngineContext
 from falweb.local.engines import InvalidInput
 from falweb.local.engines import get_engine
+from falweb.local.held_logs import LOG_DELAY
+from falweb.local.held_logs import HeldLogs
 from falweb.local.inputs import InputFileError
 from falweb.local.inputs import check_image
 from falweb.local.inputs import read_input_file
@@ -101,7 +103,8 @@ class Runtime:
         self._wake = threading.Event()
         self._threads = []
         # Jobs this runtime's workers are running: request_id → worker_id, for the heartbeat.
-        self._held = {}
+        self._held = {}  # request_id → (worker_id, its HeldLogs)
+        self._logs_held = threading.Event()  # a job holds a log line back (see held_logs)
         self._held_lock = threading.Lock()
         self._keeper_stop = threading.Event()
         self._keeper = None
@@ -174,6 +177,7 @@ class Runtime:
             self.apps.close()
         # Only now: a job still finishing while the workers stop keeps its lease meanwhile.
         self._keeper_stop.set()
+        self._logs_held.set()  # (the keeper waits on it)
         if self._keeper is not None:
             self._keeper.join(timeout=10)
         if self._listener is not None:
@@ -279,11 +283,22 @@ class Runtime:
                 log.exception("job %s failed in the worker", job.request_id)
 
     def _keep_leases(self):
-        """Renew the lease of every job held here, every third of a lease, until closed."""
+        """Renew the lease of every job held here, every third of a lease, and write the
+        log lines a job has held for LOG_DELAY (see :mod:`falweb.local.held_logs`), until
+        closed."""
         interval = self.queue.lease_seconds / 3
-        while not self._keeper_stop.wait(interval):
+        renew_at = time.monotonic() + interval
+        while not self._keeper_stop.is_set():
+            self._logs_held.wait(max(0.0, renew_at - time.monotonic()))
+            if self._logs_held.is_set() and not self._keeper_stop.wait(LOG_DELAY):
+                self._logs_held.clear()
+                self._write_held_logs()
+            if time.monotonic() < renew_at:
+                continue
+            renew_at = time.monotonic() + interval
             with self._held_lock:
-                held = list(self._held.items())
+                held = [(request_id, worker_id)
+                        for request_id, (worker_id, _) in self._held.items()]
             if not held:
                 continue
             try:
@@ -291,17 +306,33 @@ class Runtime:
             except Exception:
                 log.exception("renewing the leases of running jobs failed")
 
+    def _write_held_logs(self):
+        with self._held_lock:
+            held = list(self._held.items())
+        for request_id, (worker_id, logs) in held:
+            if not logs:
+                continue
+            with logs.writing:
+                lines = logs.take()
+                if not lines:
+                    continue
+                try:
+                    self.queue.heartbeat(request_id, worker_id, earlier=lines)
+                except Exception:
+                    log.exception("writing the log lines of %s failed", request_id)
+
     def run_job(self, job, worker_id):
         """Run a claimed job to its end, keeping its lease all along."""
+        logs = HeldLogs()
         with self._held_lock:
-            self._held[job.request_id] = worker_id
+            self._held[job.request_id] = (worker_id, logs)
         try:
-            self._run_job(job, worker_id)
+            self._run_job(job, worker_id, logs)
         finally:
             with self._held_lock:
                 self._held.pop(job.request_id, None)
 
-    def _run_job(self, job, worker_id):
+    def _run_job(self, job, worker_id, logs):
         from falweb.schemas import get_endpoint
 
         hosted = self.apps is not None and self.apps.find(job.endpoint_id)
@@ -310,11 +341,15 @@ class Runtime:
         def progress(step, total):
             if self._stop.is_set():
                 raise Interrupted()
-            _, cancel = self.queue.heartbeat(job.request_id, worker_id, f"Step {step}/{total}")
+            with logs.writing:
+                _, cancel = self.queue.heartbeat(job.request_id, worker_id,
+                                                 f"Step {step}/{total}", earlier=logs.take())
             return cancel
 
         def log_line(message, level):
-            self.queue.heartbeat(job.request_id, worker_id, message, level)
+            # Written with the next step or the result, or by the lease keeper.
+            logs.add(message, level)
+            self._logs_held.set()
 
         started = time.perf_counter()
         try:
@@ -325,13 +360,17 @@ class Runtime:
         except Interrupted:
             # Stopping (a restart, a deploy): let the next worker start it at once rather
             # than after the lease runs out.
+            with logs.writing:
+                self.queue.heartbeat(job.request_id, worker_id, earlier=logs.take())
             self.queue.release(job.request_id, worker_id)
             return
         result, result_status, error, error_type = outcome
         metrics = {"inference_time": round(time.perf_counter() - started, 4)}
-        if self.queue.complete(job.request_id, worker_id, result=result,
-                               result_status=result_status, error=error,
-                               error_type=error_type, metrics=metrics) and job.webhook_url:
+        with logs.writing:
+            completed = self.queue.complete(
+                job.request_id, worker_id, result=result, result_status=result_status,
+                error=error, error_type=error_type, metrics=metrics, logs=logs.take())
+        if completed and job.webhook_url:
             # Read back only for a webhook, which carries the stored result.
             self._finished(self.queue.get(job.request_id))
 
