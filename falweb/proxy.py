@@ -588,9 +588,10 @@ class FalProxy:
         status = raw.status
         ttfb = time.perf_counter() - started
 
-        length = raw.headers.get("content-length", "")
-        if (method != "HEAD" and length.isdigit() and int(length) <= _SMALL_BODY
-                and any(n.lower() == "content-length" for n, _ in headers)):
+        # Relayed with its length only when passed on byte for byte (see _relay_headers).
+        length = next((value for name, value in headers if name.lower() == "content-length"),
+                      None)
+        if method != "HEAD" and length is not None and int(length) <= _SMALL_BODY:
             # Whole at once: no generator to drive, and the connection is back in the pool
             # before the caller's answer goes out.
             try:
@@ -604,10 +605,14 @@ class FalProxy:
                 _close(raw)
             _log(method, where, status, started, ttfb)
             response = Response(data, status=status, headers=headers)
-            if not any(name.lower() == "content-type" for name, _ in headers):
-                del response.headers["Content-Type"]
-            return response
+        else:
+            response = self._streamed(raw, status, headers, method, where, started, ttfb)
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            del response.headers["Content-Type"]
+        return response
 
+    def _streamed(self, raw, status, headers, method, where, started, ttfb):
+        """The upstream's body relayed as it arrives; the connection freed at its end."""
         state = {"completed": False, "closed": False}
 
         def close():
@@ -629,8 +634,6 @@ class FalProxy:
         response = Response(body(), status=status, headers=headers, direct_passthrough=True)
         # A body the server never iterates (HEAD, aborted responses) still frees the connection.
         response.call_on_close(close)
-        if not any(name.lower() == "content-type" for name, _ in headers):
-            del response.headers["Content-Type"]
         return response
 
     def _preflight(self, config):
