@@ -26,6 +26,7 @@ from falweb.local.storage import Storage
 from falweb.local.storage import StorageError
 from falweb.local.storage import TooLarge
 from falweb.local.storage import _pick_content_type
+from falweb.local.storage import listed_parts
 from falweb.store import s3
 from falweb.store.settings import SettingError
 
@@ -181,17 +182,7 @@ class S3Storage(Storage):
     def complete_multipart(self, upload_id, parts):
         row = self._by_upload(upload_id)
         file_id = row["file_id"]
-        listed = {}
-        for part in parts:
-            try:
-                number, etag = int(part["partNumber"]), str(part.get("etag", ""))
-            except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
-                raise StorageError("Each part needs partNumber and etag") from None
-            if not 1 <= number <= PART_LIMIT:
-                raise StorageError(f"partNumber must be between 1 and {PART_LIMIT}")
-            listed[number] = etag.strip('"')
-        if not listed:
-            raise StorageError("No parts to complete")
+        listed = {number: etag.strip('"') for number, etag in listed_parts(parts)}
         stored = {r["n"]: r for r in self.db.connect().execute(
             "SELECT n, size, etag FROM file_parts WHERE file_id = ?", (file_id,))}
         total = 0

@@ -295,18 +295,7 @@ class Storage:
         row = self._by_upload(upload_id)
         file_id = row["file_id"]
         folder = self._dir(file_id)
-        numbers = []
-        for part in parts:
-            try:
-                number, etag = int(part["partNumber"]), str(part.get("etag", ""))
-            except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
-                # OverflowError: a JSON number too big for a float arrives as infinity.
-                raise StorageError("Each part needs partNumber and etag") from None
-            if not 1 <= number <= PART_LIMIT:
-                raise StorageError(f"partNumber must be between 1 and {PART_LIMIT}")
-            numbers.append((number, etag))
-        if not numbers:
-            raise StorageError("No parts to complete")
+        numbers = listed_parts(parts)
         total = 0
         for number, _ in numbers:
             path = os.path.join(folder, "parts", str(number))
@@ -417,6 +406,24 @@ class Storage:
                     shutil.rmtree(entry.path, ignore_errors=True)
                     removed += 1
         return removed
+
+
+def listed_parts(parts):
+    """(number, etag) of each part a multipart completion lists, in its order; StorageError
+    naming what is wrong with the list."""
+    numbers = []
+    for part in parts:
+        try:
+            number, etag = int(part["partNumber"]), str(part.get("etag", ""))
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+            # OverflowError: a JSON number too big for a float arrives as infinity.
+            raise StorageError("Each part needs partNumber and etag") from None
+        if not 1 <= number <= PART_LIMIT:
+            raise StorageError(f"partNumber must be between 1 and {PART_LIMIT}")
+        numbers.append((number, etag))
+    if not numbers:
+        raise StorageError("No parts to complete")
+    return numbers
 
 
 def _prune(*folders):
