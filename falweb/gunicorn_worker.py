@@ -71,9 +71,9 @@ class ConnectionCounts:
     def __init__(self):
         self._memory = mmap.mmap(-1, self.SLOTS * self._SLOT.size)
 
-    def publish(self, age, connections):
+    def publish(self, age, pid, connections):
         self._SLOT.pack_into(self._memory, (age % self.SLOTS) * self._SLOT.size,
-                             os.getpid(), connections, time.monotonic())
+                             pid, connections, time.monotonic())
 
     def fewest_besides(self, age):
         """The fewest connections another live worker holds (a large number if none)."""
@@ -116,7 +116,7 @@ class HeaderDeadlineWorker(ThreadWorker):
         # (CONNECTIONS, shared memory); one that holds more than another pauses accepting
         # for ACCEPT_PAUSE, so the one holding fewest takes the connection, and takes it
         # itself only if it is still waiting then.
-        CONNECTIONS.publish(self.age, self.nr_conns)
+        CONNECTIONS.publish(self.age, self.pid, self.nr_conns)
         if self.nr_conns <= CONNECTIONS.fewest_besides(self.age):
             return super().accept(listener)
         self._accept_resume_at = time.monotonic() + ACCEPT_PAUSE
@@ -128,7 +128,7 @@ class HeaderDeadlineWorker(ThreadWorker):
         super().set_accept_enabled(enabled)
 
     def wait_for_and_dispatch_events(self, timeout):
-        CONNECTIONS.publish(self.age, self.nr_conns)
+        CONNECTIONS.publish(self.age, self.pid, self.nr_conns)
         resume = self._accept_resume_at
         if resume is not None:
             left = resume - time.monotonic()

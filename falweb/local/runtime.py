@@ -102,8 +102,9 @@ class Runtime:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads = []
-        # Jobs this runtime's workers are running: request_id → worker_id, for the heartbeat.
-        self._held = {}  # request_id → (worker_id, its HeldLogs)
+        # Jobs this runtime's workers are running, for the lease keeper: request_id →
+        # (worker_id, the job's HeldLogs).
+        self._held = {}
         self._logs_held = threading.Event()  # a job holds a log line back (see held_logs)
         self._held_lock = threading.Lock()
         self._keeper_stop = threading.Event()
